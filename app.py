@@ -1,0 +1,25 @@
+"""Routes and event handlers of the Fullwhere bridge. Each one hands its input to ``chalicelib/``."""
+
+from chalice import Chalice
+
+from chalicelib import retry_worker, webhooks
+from chalicelib.retry_queue import RETRY_QUEUE_NAME
+
+app = Chalice(app_name="fullwhere-bridge")
+
+
+# Any content type is accepted: Mews declares none, and every body is parsed from its raw bytes.
+@app.route("/webhooks/{platform}", methods=["POST"], content_types=["*/*"])
+def webhook(platform):
+    request = app.current_request
+    return webhooks.handle_webhook(platform, request.raw_body, dict(request.headers), request.query_params)
+
+
+@app.route("/health", methods=["GET"])
+def health():
+    return webhooks.health()
+
+
+@app.on_sqs_message(queue=RETRY_QUEUE_NAME, batch_size=10, name="retry_worker")
+def retry(event):
+    return retry_worker.handle_batch(event.to_dict())

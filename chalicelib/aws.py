@@ -1,0 +1,56 @@
+"""Lazily created boto3 clients.
+
+Importing boto3 costs ~170 ms and creating a client another ~120 ms (``../shared/platforms/chalice.md``
+§3), more than the rest of the stack. A webhook for a guest with an email never needs AWS, so boto3 is
+imported here only, on the first call that needs it: the retry queue, the dead-letter queue, the
+identity ledger or a Secrets Manager secret. Clients are kept for the life of the container.
+
+Endpoints and region come from boto3's standard configuration (``AWS_REGION``,
+``AWS_ENDPOINT_URL_SQS``, ``AWS_ENDPOINT_URL_DYNAMODB``, ...), which is how tests reach moto's server.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from typing import Any
+
+_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+
+
+def client(service: str) -> Any:
+    """A shared boto3 client with short timeouts: a webhook must not hang on an unreachable AWS endpoint."""
+    existing = _clients.get(service)
+    if existing is not None:
+        return existing
+    with _lock:
+        if service not in _clients:
+            import boto3
+            from botocore.config import Config
+
+            config = Config(
+                connect_timeout=2,
+                read_timeout=5,
+                retries={"mode": "standard", "total_max_attempts": 2},
+            )
+            _clients[service] = boto3.session.Session().client(service, config=config)
+        return _clients[service]
+
+
+def reset_clients() -> None:
+    """Drop cached clients (tests point boto3 at a new endpoint between scenarios)."""
+    with _lock:
+        _clients.clear()
+
+
+def aws_error_types() -> tuple[type[BaseException], ...]:
+    """The exceptions a boto3 call raises when AWS is unreachable or refuses: callers classify them."""
+    from botocore.exceptions import BotoCoreError, ClientError
+
+    return (BotoCoreError, ClientError)
+
+
+def read_secret_json(secret_id: str) -> Any:
+    response = client("secretsmanager").get_secret_value(SecretId=secret_id)
+    return json.loads(response["SecretString"])

@@ -1,0 +1,148 @@
+"""The one small interface every platform connector implements.
+
+A connector knows one platform and nothing else:
+
+1. :meth:`Connector.verify` checks the request is really from the platform (signature or token), on
+   the raw bytes, before anything is parsed;
+2. :meth:`Connector.parse` turns the body into :class:`Event` objects (and names the event types it
+   ignores by design);
+3. :meth:`Connector.fetch` gets what the webhook lacks from the platform's API (default: nothing to
+   fetch, the guest is in the event);
+4. :meth:`Connector.map` turns the platform's guest into a Fullwhere :class:`CustomerImport`.
+
+The pipeline does the rest (tenants, time budget, identity ledger, import, retry, dead letters), the
+same way for every platform. Adding a platform means adding one module with a subclass and listing it
+in :mod:`chalicelib.connectors`.
+"""
+
+from __future__ import annotations
+
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ValidationError
+
+from chalicelib.errors import malformed
+from chalicelib.fullwhere.models import CustomerImport
+from chalicelib.http import Deadline
+from chalicelib.settings import Settings
+from chalicelib.tenants import Tenant, credentials_for
+
+
+@dataclass(frozen=True)
+class WebhookRequest:
+    """What a connector may look at: the exact bytes received, headers (lower-case keys), query."""
+
+    platform: str
+    body: bytes
+    headers: Mapping[str, str]
+    query: Mapping[str, str] = field(default_factory=dict)
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name.lower())
+
+
+@dataclass
+class Event:
+    """One thing a platform told us about, reduced to what is needed to finish it later.
+
+    ``data`` must be JSON-serialisable: a retry job carries it through the queue.
+    """
+
+    event_id: str
+    kind: str
+    account_id: str | None
+    data: dict[str, Any]
+    # Events of one webhook with the same guest_key are processed once (Mews sends CustomerAdded and
+    # CustomerUpdated for the same customer in the same message).
+    guest_key: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "Event":
+        return cls(**data)
+
+
+@dataclass
+class ParsedWebhook:
+    events: list[Event]
+    # Event types received but not imported by design (counted in the logs, acknowledged with 200).
+    ignored: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Context:
+    """What fetching and mapping one event may use."""
+
+    settings: Settings
+    tenant: Tenant
+    deadline: Deadline
+
+    def credentials(self, platform: str, account_id: str | None) -> dict[str, str]:
+        return credentials_for(self.tenant, platform, account_id)
+
+    @property
+    def phone_region(self) -> str:
+        return self.tenant.phone_region or self.settings.default_phone_region
+
+
+class Connector(ABC):
+    name: ClassVar[str]
+    # The Fullwhere field that holds this platform's customer id (deliverooId, ubereatsId, ...).
+    id_field: ClassVar[str]
+    # The acknowledgement the platform expects.
+    ack_status: ClassVar[int] = 200
+    ack_body: ClassVar[str] = ""
+    ack_content_type: ClassVar[str] = "text/plain"
+
+    @abstractmethod
+    def configured(self, settings: Settings) -> bool:
+        """Whether the secret needed to verify this platform's webhooks is set (never reveals it)."""
+
+    @abstractmethod
+    def verify(self, request: WebhookRequest, settings: Settings) -> None:
+        """Raise :func:`~chalicelib.errors.unauthorized` unless the request is authentic."""
+
+    @abstractmethod
+    def parse(self, request: WebhookRequest) -> ParsedWebhook:
+        """Events from a verified body; raise :func:`~chalicelib.errors.malformed` with a reason."""
+
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
+        """The guest record behind ``event``; ``None`` when there is no guest to import."""
+        return event.data
+
+    @abstractmethod
+    def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
+        """The Fullwhere customer for ``guest`` (the pipeline then checks it has an identity)."""
+
+
+def load_json(body: bytes) -> Any:
+    """Parse a body whatever its declared content type; a clear 400 reason when it is not JSON."""
+    if not body:
+        raise malformed("empty body")
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:
+        raise malformed("body is not valid UTF-8") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise malformed(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+    except RecursionError:
+        raise malformed("body is nested too deeply") from None
+
+
+def validate(model: type[BaseModel], data: Any, what: str) -> Any:
+    """Validate ``data`` against a payload model, turning errors into a 400 reason (fields, not values)."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
+        )
+        raise malformed(f"{what}: {problems}") from None

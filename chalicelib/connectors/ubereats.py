@@ -1,0 +1,215 @@
+"""Uber Eats order webhooks (``orders.notification``, ``orders.scheduled.notification``).
+
+Signature [vendor docs]: ``X-Uber-Signature`` is the lower-case hex HMAC-SHA256 of the raw body keyed
+with the app's client secret. The webhook is thin (ids only), so the order is fetched from
+``GET {UBEREATS_API_URL}/v2/eats/order/{id}`` (built from the configured base and ``meta.resource_id``,
+never from the webhook's ``resource_href``, so a payload cannot point our token at another host) with a
+client-credentials token (``{UBEREATS_AUTH_URL}/oauth/v2/token``, scope ``eats.store.orders.read``).
+Token requests are limited to 100 per hour, so a token is cached per container until shortly before
+it expires.
+
+The order's ``eater`` gives a first name, a last-name initial and an anonymized relay phone with its
+access code: the phone is never imported. ``eaters[].id`` is the only identifier Uber gives and becomes
+``ubereatsId``. Uber describes it as the eater's identifier "for the order" and does not say whether it
+is stable across orders (docs/platforms.md).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+from urllib.parse import quote
+
+from pydantic import BaseModel, ConfigDict
+
+from chalicelib.connectors.base import (
+    Connector,
+    Context,
+    Event,
+    ParsedWebhook,
+    WebhookRequest,
+    load_json,
+    validate,
+)
+from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.fullwhere.models import CustomerImport
+from chalicelib.http import Deadline, raise_for_status, send
+from chalicelib.normalise import clean_text, display_name
+from chalicelib.settings import Settings
+from chalicelib.signatures import hex_signature_matches
+
+IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
+WHAT = "Uber Eats API"
+
+
+class _Lenient(BaseModel):
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+
+class Meta(_Lenient):
+    user_id: str | None = None
+    resource_id: str | None = None
+
+
+class Notification(_Lenient):
+    event_id: str
+    event_type: str
+    meta: Meta | None = None
+    resource_href: str | None = None
+
+
+class UberEatsConnector(Connector):
+    name = "ubereats"
+    id_field = "ubereatsId"
+
+    def configured(self, settings: Settings) -> bool:
+        return bool(settings.ubereats_client_secret)
+
+    def verify(self, request: WebhookRequest, settings: Settings) -> None:
+        if not settings.ubereats_client_secret:
+            raise unauthorized("Uber Eats client secret not configured")
+        signature = request.header("x-uber-signature")
+        if not signature:
+            raise unauthorized("missing X-Uber-Signature")
+        if not hex_signature_matches(settings.ubereats_client_secret, request.body, signature):
+            raise unauthorized("Uber Eats signature does not match")
+
+    def parse(self, request: WebhookRequest) -> ParsedWebhook:
+        notification = validate(Notification, load_json(request.body), "Uber Eats webhook")
+        if notification.event_type not in IMPORTED_EVENTS:
+            return ParsedWebhook(events=[], ignored=[notification.event_type])
+        meta = notification.meta or Meta()
+        order_id = meta.resource_id or _last_segment(notification.resource_href)
+        if not order_id:
+            raise malformed("Uber Eats webhook: no order id in meta.resource_id or resource_href")
+        event = Event(
+            event_id=notification.event_id,
+            kind=notification.event_type,
+            account_id=meta.user_id,
+            data={"order_id": order_id},
+            guest_key=f"order:{order_id}",
+        )
+        return ParsedWebhook(events=[event])
+
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
+        settings = context.settings
+        url = f"{settings.ubereats_api_url}/v2/eats/order/{quote(event.data['order_id'], safe='')}"
+        for attempt in (1, 2):
+            token = _tokens.get(settings, context.deadline)
+            response = send(
+                "GET", url, context.deadline, what=WHAT,
+                headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
+            )
+            if response.status_code == 401 and attempt == 1:
+                # The cached token was revoked or expired early: get a new one, once.
+                _tokens.invalidate(token)
+                continue
+            raise_for_status(response, WHAT)
+            order = _json_object(response)
+            if order is None:
+                raise RetryableError(f"{WHAT} answered 2xx without a JSON order")
+            return order
+        raise PermanentError(f"{WHAT} refused a fresh token (401): check the app's scopes")
+
+    def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
+        eater = guest.get("eater") if isinstance(guest.get("eater"), dict) else {}
+        first_name = clean_text(eater.get("first_name"))
+        last_initial = clean_text(eater.get("last_name"))
+        store = guest.get("store") if isinstance(guest.get("store"), dict) else {}
+        metadata = {
+            "source": "ubereats",
+            "ubereatsOrderId": clean_text(guest.get("id")),
+            "ubereatsDisplayId": clean_text(guest.get("display_id")),
+            "ubereatsStoreId": clean_text(store.get("id")) or event.account_id,
+            "ubereatsOrderType": clean_text(guest.get("type")),
+            "ubereatsBrand": clean_text(guest.get("brand")),
+        }
+        # eater.phone is Uber's anonymized relay line (with phone_code): never the guest's contact.
+        return CustomerImport(
+            firstName=first_name,
+            lastName=last_initial,
+            displayName=display_name(first_name, last_initial),
+            ubereatsId=eater_id(guest, first_name),
+            metadata={key: value for key, value in metadata.items() if value},
+        )
+
+
+def eater_id(order: dict[str, Any], first_name: str | None) -> str | None:
+    """The id of the eater who placed the order, from ``eaters[]``.
+
+    One participant: theirs. A group order: the one participant whose first name is the orderer's;
+    if that is ambiguous, no id (a wrong id would merge two people in the CRM).
+    """
+    eaters = [e for e in order.get("eaters") or [] if isinstance(e, dict) and clean_text(e.get("id"))]
+    if len(eaters) == 1:
+        return clean_text(eaters[0]["id"])
+    matching = [e for e in eaters if first_name and clean_text(e.get("first_name")) == first_name]
+    return clean_text(matching[0]["id"]) if len(matching) == 1 else None
+
+
+class _TokenCache:
+    """Client-credentials tokens, one per (auth URL, client id, scope), kept until 5 minutes before expiry."""
+
+    MARGIN_SECONDS = 300
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
+
+    def get(self, settings: Settings, deadline: Deadline) -> str:
+        if not settings.ubereats_client_id or not settings.ubereats_client_secret:
+            raise PermanentError("Uber Eats client id or secret not configured")
+        key = (settings.ubereats_auth_url, settings.ubereats_client_id, settings.ubereats_scope)
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic():
+                return cached[0]
+            token, lifetime = self._request(settings, deadline)
+            self._tokens[key] = (token, time.monotonic() + max(0.0, lifetime - self.MARGIN_SECONDS))
+            return token
+
+    def invalidate(self, token: str) -> None:
+        with self._lock:
+            self._tokens = {key: value for key, value in self._tokens.items() if value[0] != token}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+    @staticmethod
+    def _request(settings: Settings, deadline: Deadline) -> tuple[str, float]:
+        what = "Uber Eats token endpoint"
+        response = send(
+            "POST", f"{settings.ubereats_auth_url}/oauth/v2/token", deadline, what=what,
+            data={
+                "client_id": settings.ubereats_client_id,
+                "client_secret": settings.ubereats_client_secret,
+                "grant_type": "client_credentials",
+                "scope": settings.ubereats_scope,
+            },
+        )
+        raise_for_status(response, what)
+        body = _json_object(response) or {}
+        token = body.get("access_token")
+        if not isinstance(token, str) or not token:
+            raise RetryableError(f"{what} answered without an access_token")
+        expires_in = body.get("expires_in")
+        return token, float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
+
+
+_tokens = _TokenCache()
+
+
+def _json_object(response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _last_segment(href: str | None) -> str | None:
+    if not href:
+        return None
+    return href.rstrip("/").rsplit("/", 1)[-1].split("?", 1)[0] or None

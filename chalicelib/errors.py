@@ -1,0 +1,60 @@
+"""The few exception types the bridge uses to decide what happens to an event.
+
+Every failure is one of two kinds, and the kind alone decides the event's fate:
+- :class:`RetryableError`: something that can heal (a platform or Fullwhere down, slow or rate-limiting,
+  DynamoDB unreachable, the inline budget spent). The event goes to the retry queue.
+- :class:`PermanentError`: something that will never succeed as is (Fullwhere rejected the customer,
+  the platform says the order does not exist, credentials are missing). The event goes to the
+  dead-letter queue with the reason.
+
+:class:`RejectedRequest` is different: it is the answer to a webhook we refuse outright (bad signature,
+malformed body, unknown platform, too large), before any event was accepted.
+"""
+
+from __future__ import annotations
+
+
+class BridgeError(Exception):
+    """Base class: ``reason`` is a short, log-safe sentence (never personal data or secrets)."""
+
+    def __init__(self, reason: str):
+        super().__init__(reason)
+        self.reason = reason
+
+
+class RetryableError(BridgeError):
+    """A failure that may heal. ``retry_after`` is the server's hint in seconds, when it gave one."""
+
+    def __init__(self, reason: str, retry_after: float | None = None):
+        super().__init__(reason)
+        self.retry_after = retry_after
+
+
+class BudgetExhausted(RetryableError):
+    """The inline time budget of the webhook request is spent: finish the event from the queue."""
+
+
+class PermanentError(BridgeError):
+    """A failure that retrying cannot fix."""
+
+
+class QueueUnavailable(BridgeError):
+    """Neither the retry queue nor the dead-letter queue could take the event: the platform must redeliver."""
+
+
+class RejectedRequest(Exception):
+    """A webhook refused before any event was accepted; ``status`` is the HTTP answer (400/401/404/413)."""
+
+    def __init__(self, status: int, error: str, reason: str):
+        super().__init__(reason)
+        self.status = status
+        self.error = error
+        self.reason = reason
+
+
+def unauthorized(reason: str) -> RejectedRequest:
+    return RejectedRequest(401, "unauthorized", reason)
+
+
+def malformed(reason: str) -> RejectedRequest:
+    return RejectedRequest(400, "malformed", reason)

@@ -1,0 +1,90 @@
+"""HTTP client of the Fullwhere partner API (``X-API-KEY`` / ``X-API-SECRET``).
+
+Outcomes are classified once, here, for the whole bridge (see :mod:`chalicelib.http`): 2xx is success;
+408, 425, 429 (with its ``Retry-After``), 5xx, timeouts and connection errors raise
+:class:`~chalicelib.errors.RetryableError`; any other 4xx raises
+:class:`~chalicelib.errors.PermanentError` carrying Fullwhere's answer, truncated, as the reason.
+
+The import's response body is not documented. A 2xx counts as imported whatever the body says; the
+customer id is taken from it when it is a JSON object with an ``id``, which the identity ledger keeps.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from chalicelib.errors import PermanentError
+from chalicelib.fullwhere.models import CustomerImport, PartnerCustomer
+from chalicelib.http import Deadline, raise_for_status, send
+
+WHAT = "Fullwhere"
+
+
+@dataclass(frozen=True)
+class ImportResult:
+    status: int
+    customer_id: str | None
+
+    @property
+    def created(self) -> bool | None:
+        """201 means created and 200 merged on the emulator; the real API's codes are undocumented."""
+        return {201: True, 200: False}.get(self.status)
+
+
+class FullwhereClient:
+    def __init__(self, base_url: str, api_key: str | None, api_secret: str | None):
+        if not api_key or not api_secret:
+            raise PermanentError("Fullwhere API key or secret not configured for this tenant")
+        self._base_url = base_url.rstrip("/")
+        self._headers = {"X-API-KEY": api_key, "X-API-SECRET": api_secret}
+
+    def _call(self, method: str, path: str, deadline: Deadline, **kwargs: Any):
+        response = send(method, self._base_url + path, deadline, what=WHAT, headers=self._headers, **kwargs)
+        raise_for_status(response, WHAT)
+        return response
+
+    def import_customer(self, customer: CustomerImport, deadline: Deadline) -> ImportResult:
+        """``POST /partners/customer``: create, or fill the nulls of the customer with the same email/phone."""
+        response = self._call("POST", "/partners/customer", deadline, json=customer.payload())
+        return ImportResult(response.status_code, _customer_id(response))
+
+    def import_batch(self, customers: list[CustomerImport], deadline: Deadline) -> Any:
+        """``POST /partners/customer/batch``.
+
+        ASSUMPTION: the body of this endpoint is not documented. We send ``{"customers": [<the single
+        import body>, ...]}`` (the same items as the single import, wrapped in an object as NestJS DTOs
+        usually are) and return the parsed response as is. Confirm with Fullwhere before relying on it;
+        callers fall back to single imports when it is refused with a 4xx.
+        """
+        body = {"customers": [customer.payload() for customer in customers]}
+        return _json(self._call("POST", "/partners/customer/batch", deadline, json=body))
+
+    def list_customers(self, deadline: Deadline, page: int = 1, limit: int = 10) -> Any:
+        """``POST /partners/customer/list`` with ``{"limit": 1–100, "page": ≥1}``; the response shape is undocumented."""
+        if not 1 <= limit <= 100 or page < 1:
+            raise ValueError("limit must be 1-100 and page >= 1")
+        return _json(self._call("POST", "/partners/customer/list", deadline, json={"limit": limit, "page": page}))
+
+    def get_customer(self, customer_id: str, deadline: Deadline) -> PartnerCustomer | None:
+        """``GET /partners/customer?id=``; ``None`` when Fullwhere answers 404."""
+        response = send("GET", self._base_url + "/partners/customer", deadline, what=WHAT,
+                        headers=self._headers, params={"id": customer_id})
+        if response.status_code == 404:
+            return None
+        raise_for_status(response, WHAT)
+        return PartnerCustomer.model_validate(response.json())
+
+
+def _json(response) -> Any:
+    try:
+        return response.json()
+    except ValueError:
+        return None
+
+
+def _customer_id(response) -> str | None:
+    body = _json(response)
+    if isinstance(body, dict) and isinstance(body.get("id"), str):
+        return body["id"]
+    return None

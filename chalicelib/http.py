@@ -1,0 +1,115 @@
+"""The one ``httpx.Client`` of the container, and the time budget that bounds each call.
+
+Creating a client costs ~40 ms (SSL context, certifi), so it is made on first use and reused by every
+invocation of a warm container: the Fullwhere client and the connectors all share it and its
+connection pool. Every call passes an explicit timeout taken from a :class:`Deadline`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import httpx
+
+from chalicelib import __version__
+from chalicelib.errors import BudgetExhausted, PermanentError, RetryableError
+
+USER_AGENT = f"fullwhere-bridge/{__version__}"
+
+_lock = threading.Lock()
+_client: httpx.Client | None = None
+
+
+def http_client() -> httpx.Client:
+    global _client
+    if _client is None:
+        with _lock:
+            if _client is None:
+                _client = httpx.Client(
+                    timeout=httpx.Timeout(10.0, connect=3.0),
+                    headers={"User-Agent": USER_AGENT},
+                    follow_redirects=False,
+                    limits=httpx.Limits(max_connections=20, max_keepalive_connections=10),
+                )
+    return _client
+
+
+def reset_http_client() -> None:
+    global _client
+    with _lock:
+        if _client is not None:
+            _client.close()
+        _client = None
+
+
+class Deadline:
+    """A wall-clock budget shared by every call made for one webhook request (or one retry job)."""
+
+    # Below this, a call cannot usefully start: defer the event instead of timing out mid-import.
+    MINIMUM_CALL_SECONDS = 0.05
+
+    def __init__(self, seconds: float, call_timeout: float = 10.0):
+        self._ends_at = time.monotonic() + seconds
+        self._call_timeout = call_timeout
+
+    def remaining(self) -> float:
+        return self._ends_at - time.monotonic()
+
+    def timeout(self) -> httpx.Timeout:
+        """The timeout for the next call: the smaller of the per-call limit and what is left."""
+        left = self.remaining()
+        if left < self.MINIMUM_CALL_SECONDS:
+            raise BudgetExhausted("inline time budget spent")
+        seconds = min(self._call_timeout, left)
+        return httpx.Timeout(seconds, connect=min(3.0, seconds))
+
+
+def parse_retry_after(value: str | None) -> float | None:
+    """Seconds from a ``Retry-After`` header (delta-seconds or an HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    from email.utils import parsedate_to_datetime
+
+    try:
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    except (TypeError, ValueError, IndexError, OverflowError):
+        return None
+
+
+RETRYABLE_STATUSES = frozenset({408, 425, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def send(method: str, url: str, deadline: Deadline, *, what: str, **kwargs) -> httpx.Response:
+    """One HTTP call bounded by ``deadline``; transport failures become :class:`RetryableError`.
+
+    ``what`` names the callee in error reasons ("Fullwhere", "Mews API", ...). Reasons never quote the URL:
+    it can carry tokens.
+    """
+    timeout = deadline.timeout()
+    try:
+        return http_client().request(method, url, timeout=timeout, **kwargs)
+    except httpx.TimeoutException:
+        raise RetryableError(f"{what} timed out") from None
+    except httpx.TransportError as exc:
+        raise RetryableError(f"{what} unreachable ({type(exc).__name__})") from None
+
+
+def raise_for_status(response: httpx.Response, what: str) -> None:
+    """Classify a non-2xx answer: retryable (408/425/429/5xx, honouring Retry-After) or permanent."""
+    status = response.status_code
+    if 200 <= status < 300:
+        return
+    detail = response.text[:300].replace("\n", " ").strip()
+    if is_retryable_status(status):
+        raise RetryableError(f"{what} answered {status}", parse_retry_after(response.headers.get("Retry-After")))
+    raise PermanentError(f"{what} answered {status}: {detail}" if detail else f"{what} answered {status}")

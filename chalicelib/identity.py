@@ -1,0 +1,145 @@
+"""The identity ledger (DynamoDB): one Fullwhere customer per guest known only by a platform id.
+
+Fullwhere merges on the email/phoneNumber pair only. A guest with neither (an Uber Eats eater, a
+Deliveroo diner with a loyalty card, a Mews profile without contact) would become a new Fullwhere
+customer on every order. The ledger remembers, per (tenant, platform, platform customer id), that the
+guest was imported, the Fullwhere customer id when the import answered one, a fingerprint of what was
+sent, and timestamps. Guests with an email or a phone never touch it: Fullwhere deduplicates them, and
+keeping them off the ledger keeps boto3 off the common path.
+
+Concurrency: before importing, a delivery *claims* the guest with a conditional write; a second
+delivery arriving meanwhile fails the condition and is retried later (by then the guest is
+imported). A claim whose holder died is taken over after :data:`STALE_CLAIM_SECONDS`.
+
+A known guest whose details changed is not sent again. The partner API has no update call, and a
+contactless guest cannot be merged, so a second import would create a second customer: the new
+fingerprint is recorded and the change is reported as ``known_guest_changed``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from dataclasses import dataclass
+
+from chalicelib import aws
+from chalicelib.errors import RetryableError
+
+STALE_CLAIM_SECONDS = 900
+IMPORTING = "importing"
+IMPORTED = "imported"
+RELEASED = "released"
+
+
+@dataclass(frozen=True)
+class Claim:
+    token: str
+    key: str
+
+
+@dataclass(frozen=True)
+class KnownGuest:
+    customer_id: str | None
+    unchanged: bool  # same fingerprint as the last import
+
+
+def ledger_key(tenant: str, platform: str, guest_id: str) -> str:
+    return f"{tenant}#{platform}#{guest_id}"
+
+
+class IdentityLedger:
+    def __init__(self, table_name: str):
+        self._table = table_name
+
+    def _call(self, operation: str, **kwargs):
+        client = aws.client("dynamodb")
+        try:
+            return getattr(client, operation)(TableName=self._table, **kwargs)
+        except aws.aws_error_types() as exc:
+            if _is_condition_failure(exc):
+                raise
+            raise RetryableError(f"identity ledger unavailable ({type(exc).__name__})") from None
+
+    def claim(self, key: str, fingerprint: str) -> Claim | KnownGuest:
+        """Claim the guest for import, or say it is already known (imported before)."""
+        now = time.time()
+        token = uuid.uuid4().hex
+        try:
+            self._call(
+                "update_item",
+                Key={"pk": {"S": key}},
+                UpdateExpression="SET #state = :importing, claim = :token, claimed_at = :now, "
+                                 "pending_fingerprint = :fp, first_seen = if_not_exists(first_seen, :now)",
+                ConditionExpression="attribute_not_exists(pk) OR #state = :released "
+                                    "OR (#state = :importing AND claimed_at < :stale)",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={
+                    ":importing": {"S": IMPORTING},
+                    ":released": {"S": RELEASED},
+                    ":token": {"S": token},
+                    ":now": {"N": repr(now)},
+                    ":stale": {"N": repr(now - STALE_CLAIM_SECONDS)},
+                    ":fp": {"S": fingerprint},
+                },
+            )
+            return Claim(token=token, key=key)
+        except aws.aws_error_types() as exc:
+            if not _is_condition_failure(exc):
+                raise
+        item = self._call("get_item", Key={"pk": {"S": key}}, ConsistentRead=True).get("Item", {})
+        if item.get("state", {}).get("S") != IMPORTED:
+            raise RetryableError("guest is being imported by a concurrent delivery", retry_after=30)
+        unchanged = item.get("fingerprint", {}).get("S") == fingerprint
+        if not unchanged:
+            self._call(
+                "update_item",
+                Key={"pk": {"S": key}},
+                UpdateExpression="SET last_seen_fingerprint = :fp, last_seen_at = :now",
+                ExpressionAttributeValues={":fp": {"S": fingerprint}, ":now": {"N": repr(time.time())}},
+            )
+        return KnownGuest(customer_id=item.get("customer_id", {}).get("S"), unchanged=unchanged)
+
+    def record(self, claim: Claim, fingerprint: str, customer_id: str | None) -> None:
+        """Mark the claimed guest imported. Retryable on a DynamoDB failure (the job resumes here)."""
+        values = {
+            ":imported": {"S": IMPORTED},
+            ":token": {"S": claim.token},
+            ":fp": {"S": fingerprint},
+            ":now": {"N": repr(time.time())},
+        }
+        expression = "SET #state = :imported, fingerprint = :fp, imported_at = :now REMOVE claim, pending_fingerprint"
+        if customer_id:
+            expression = expression.replace("imported_at = :now", "imported_at = :now, customer_id = :cid")
+            values[":cid"] = {"S": customer_id}
+        try:
+            self._call(
+                "update_item",
+                Key={"pk": {"S": claim.key}},
+                UpdateExpression=expression,
+                ConditionExpression="claim = :token",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues=values,
+            )
+        except aws.aws_error_types() as exc:
+            if not _is_condition_failure(exc):
+                raise
+            # Our claim went stale and another delivery took it over: it will record the guest itself.
+
+    def release(self, claim: Claim) -> None:
+        """Give the claim back after a failed import, so the retry can claim again. Best effort."""
+        try:
+            self._call(
+                "update_item",
+                Key={"pk": {"S": claim.key}},
+                UpdateExpression="SET #state = :released REMOVE claim",
+                ConditionExpression="claim = :token",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":released": {"S": RELEASED}, ":token": {"S": claim.token}},
+            )
+        except (RetryableError, *aws.aws_error_types()):
+            pass  # the claim goes stale after STALE_CLAIM_SECONDS and is taken over then
+
+
+def _is_condition_failure(exc: BaseException) -> bool:
+    response = getattr(exc, "response", None) or {}
+    return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -1,0 +1,158 @@
+"""The import pipeline of one event: fetch → map → identity ledger → Fullwhere import.
+
+The same function runs inline in the webhook request and later in the retry worker: a job resumes at
+the stage that failed (``fetch``, ``import`` or ``record``) with that stage's payload. When a stage
+fails, :class:`Interrupted` carries the error together with the stage and payload to resume from; the
+caller decides where the event goes (retry queue or dead-letter queue).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import ValidationError
+
+from chalicelib.connectors.base import Connector, Context, Event
+from chalicelib.errors import BridgeError, PermanentError, RetryableError
+from chalicelib.fullwhere import CustomerImport, FullwhereClient
+from chalicelib.http import Deadline
+from chalicelib.identity import Claim, IdentityLedger, KnownGuest, ledger_key
+from chalicelib.logs import log
+from chalicelib.settings import Settings
+from chalicelib.tenants import Tenant
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """How an event ended: ``imported``, ``duplicate`` (already imported, unchanged), ``skipped``
+    (not importable: see ``reason``) or ``ignored`` (nothing to import, by design)."""
+
+    status: str
+    reason: str | None = None
+    customer_id: str | None = None
+    created: bool | None = None
+
+
+@dataclass
+class Interrupted(Exception):
+    """A stage failed; resume at ``stage`` with ``payload`` (or dead-letter, if ``error`` is permanent)."""
+
+    error: BridgeError
+    stage: str
+    payload: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def retryable(self) -> bool:
+        return isinstance(self.error, RetryableError)
+
+
+def run(
+    connector: Connector,
+    event: Event,
+    tenant: Tenant,
+    settings: Settings,
+    deadline: Deadline,
+    stage: str = "fetch",
+    payload: dict[str, Any] | None = None,
+) -> Outcome:
+    payload = dict(payload or {})
+    context = Context(settings=settings, tenant=tenant, deadline=deadline)
+    if stage == "fetch":
+        with _stage("fetch", {}):
+            guest = connector.fetch(event, context)
+            if guest is None:
+                return Outcome("ignored", "no guest behind this event")
+            customer = _map(connector, guest, event, context)
+        if not customer.has_identity():
+            return Outcome("skipped", "no_identity")
+        stage, payload = "import", {"customer": customer.payload()}
+
+    customer = CustomerImport.model_validate(payload["customer"])
+    if stage == "import":
+        if customer.has_contact():
+            # Fullwhere's merge rule deduplicates guests with an email or phone: no ledger needed.
+            with _stage("import", payload):
+                result = _fullwhere(tenant, settings).import_customer(customer, deadline)
+            return Outcome("imported", customer_id=result.customer_id, created=result.created)
+        if not settings.identity_table:
+            return Outcome("skipped", "no_contact_and_no_identity_table")
+        with _stage("import", payload):
+            return _import_through_ledger(connector, customer, tenant, settings, deadline, payload)
+
+    if stage == "record":
+        claim = Claim(token=payload["claim"], key=payload["key"])
+        with _stage("record", payload):
+            IdentityLedger(settings.identity_table).record(claim, payload["fingerprint"], payload.get("customer_id"))
+        return Outcome("imported", customer_id=payload.get("customer_id"))
+
+    raise Interrupted(PermanentError(f"unknown stage {stage!r}"), stage, payload)
+
+
+def _import_through_ledger(
+    connector: Connector,
+    customer: CustomerImport,
+    tenant: Tenant,
+    settings: Settings,
+    deadline: Deadline,
+    payload: dict[str, Any],
+) -> Outcome:
+    guest_id = getattr(customer, connector.id_field, None) or next(iter(customer.platform_ids().values()))
+    ledger = IdentityLedger(settings.identity_table)
+    fingerprint = customer.fingerprint()
+    claimed = ledger.claim(ledger_key(tenant.id, connector.name, guest_id), fingerprint)
+    if isinstance(claimed, KnownGuest):
+        if claimed.unchanged:
+            return Outcome("duplicate", "already imported", customer_id=claimed.customer_id)
+        return Outcome("skipped", "known_guest_changed", customer_id=claimed.customer_id)
+    try:
+        result = _fullwhere(tenant, settings).import_customer(customer, deadline)
+    except BridgeError:
+        ledger.release(claimed)
+        raise
+    record = {**payload, "claim": claimed.token, "key": claimed.key,
+              "fingerprint": fingerprint, "customer_id": result.customer_id}
+    with _stage("record", record):
+        ledger.record(claimed, fingerprint, result.customer_id)
+    return Outcome("imported", customer_id=result.customer_id, created=result.created)
+
+
+def _map(connector: Connector, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
+    try:
+        return connector.map(guest, event, context)
+    except ValidationError as exc:
+        fields = ", ".join(sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]}))
+        raise PermanentError(f"mapped customer is invalid ({fields})") from None
+
+
+def _fullwhere(tenant: Tenant, settings: Settings) -> FullwhereClient:
+    return FullwhereClient(
+        tenant.fullwhere_api_url or settings.fullwhere_api_url,
+        tenant.fullwhere_api_key,
+        tenant.fullwhere_api_secret,
+    )
+
+
+class _stage:
+    """Turn any failure inside a stage into :class:`Interrupted` with the point to resume from.
+
+    An unexpected exception is a bug or a payload shape nobody anticipated: it is retried like a
+    transient failure (and dead-lettered with its type as reason once attempts run out), never lost.
+    """
+
+    def __init__(self, name: str, payload: dict[str, Any]):
+        self.name = name
+        self.payload = payload
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if exc is None or isinstance(exc, Interrupted):
+            return False
+        if isinstance(exc, BridgeError):
+            raise Interrupted(exc, self.name, self.payload) from None
+        if isinstance(exc, Exception):
+            log("failed", "unexpected error in pipeline", level=40, exc_info=True, stage=self.name)
+            raise Interrupted(RetryableError(f"internal error ({exc_type.__name__})"), self.name, self.payload) from None
+        return False

@@ -1,0 +1,105 @@
+"""The retry queue and the dead-letter queue (SQS).
+
+A :class:`RetryJob` is everything needed to resume an event at the step that failed: the platform,
+the tenant, the event itself, the stage to resume at and that stage's payload (e.g. the already mapped
+customer, so a Fullwhere outage does not make us fetch the guest again), plus the attempt count, when
+the event was first seen and the last error.
+
+The dead-letter queue receives what can never succeed (a permanent error, an event no tenant owns,
+a job that cannot be read) or kept failing until its last attempt, as a :class:`DeadLetter` with the
+reason. The retry queue's redrive policy also moves there what the worker could not even handle.
+
+Both queues are reached through boto3, imported only on these paths (:mod:`chalicelib.aws`).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from chalicelib import aws
+from chalicelib.errors import QueueUnavailable
+from chalicelib.settings import get_settings
+
+Stage = Literal["fetch", "import", "record"]
+DeadLetterKind = Literal["permanent", "exhausted", "unrouted", "poisoned"]
+MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit
+# The retry queue's name is fixed at deploy time: Chalice wires the worker to it by name.
+RETRY_QUEUE_NAME = "fullwhere-bridge-retry"
+DEAD_LETTER_QUEUE_NAME = "fullwhere-bridge-dead-letter"
+
+
+class RetryJob(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    version: int = 1
+    platform: str
+    tenant: str | None
+    event_id: str
+    stage: Stage
+    event: dict[str, Any]
+    payload: dict[str, Any] = Field(default_factory=dict)
+    attempt: int = 0
+    first_seen: float = Field(default_factory=time.time)
+    last_error: str | None = None
+
+
+class DeadLetter(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+    kind: DeadLetterKind
+    reason: str
+    dead_lettered_at: str = Field(default_factory=lambda: datetime.now(timezone.utc).isoformat(timespec="seconds"))
+    job: RetryJob | None = None
+    # A message that could not be read as a job is kept verbatim, so nothing is lost.
+    raw: str | None = None
+
+
+def enqueue(job: RetryJob, delay_seconds: float = 0) -> None:
+    """Send a job to the retry queue; :class:`QueueUnavailable` if SQS cannot take it."""
+    url = get_settings().retry_queue_url
+    if not url:
+        raise QueueUnavailable("RETRY_QUEUE_URL is not configured")
+    _send(url, job.model_dump_json(), {"platform": job.platform, "stage": job.stage},
+          delay_seconds=int(min(MAX_DELAY_SECONDS, max(0, delay_seconds))))
+
+
+def dead_letter(letter: DeadLetter) -> None:
+    """Send to the dead-letter queue with its reason; :class:`QueueUnavailable` if SQS cannot take it."""
+    url = get_settings().dead_letter_queue_url
+    if not url:
+        raise QueueUnavailable("DEAD_LETTER_QUEUE_URL is not configured")
+    attributes = {"kind": letter.kind, "reason": letter.reason[:256]}
+    if letter.job is not None:
+        attributes["platform"] = letter.job.platform
+    _send(url, letter.model_dump_json(exclude_none=True), attributes)
+
+
+def change_visibility(receipt_handle: str, seconds: float) -> None:
+    """Hide a retry message for ``seconds`` (the backoff); SQS errors propagate to the caller."""
+    url = get_settings().retry_queue_url
+    aws.client("sqs").change_message_visibility(
+        QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=int(min(43200, max(0, seconds)))
+    )
+
+
+def parse_job(body: str) -> RetryJob:
+    return RetryJob.model_validate(json.loads(body))
+
+
+def _send(url: str, body: str, attributes: dict[str, str], delay_seconds: int = 0) -> None:
+    try:
+        aws.client("sqs").send_message(
+            QueueUrl=url,
+            MessageBody=body,
+            DelaySeconds=delay_seconds,
+            MessageAttributes={
+                key: {"DataType": "String", "StringValue": value} for key, value in attributes.items() if value
+            },
+        )
+    except aws.aws_error_types() as exc:
+        raise QueueUnavailable(f"SQS send failed ({type(exc).__name__})") from None

@@ -1,0 +1,120 @@
+"""The retry worker: consumes the retry queue (SQS → Lambda, batches of up to 10).
+
+For each record it resumes the job at its stage and answers Lambda with a partial batch response
+(``batchItemFailures``, which needs ``ReportBatchItemFailures`` on the event source mapping):
+
+- success, or nothing to import → acknowledged (Lambda deletes the message);
+- a retryable failure → backoff: the message's visibility is set to an exponential delay with jitter
+  (at least the server's ``Retry-After``) and the record is reported failed, so SQS delivers it again
+  then. If the job progressed to a later stage, a new job at that stage replaces it (so a Fullwhere
+  outage does not refetch the guest);
+- a permanent failure, or the last allowed attempt failing → sent to the dead-letter queue with its
+  reason, then acknowledged. A record that cannot be dead-lettered is reported failed and stays.
+- a message that is not a readable job → dead-lettered verbatim as ``poisoned``.
+
+The queue's redrive policy (``maxReceiveCount``) catches whatever this code could not handle at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+from typing import Any
+
+from chalicelib import pipeline, retry_queue
+from chalicelib.connectors import get_connector
+from chalicelib.connectors.base import Event
+from chalicelib.errors import QueueUnavailable
+from chalicelib.http import Deadline
+from chalicelib.logs import Stopwatch, log
+from chalicelib.retry_queue import DeadLetter, RetryJob
+from chalicelib.settings import Settings, get_settings
+from chalicelib.tenants import get_directory
+
+
+def handle_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+    failures = []
+    for record in event.get("Records") or []:
+        if not handle_record(record):
+            failures.append({"itemIdentifier": record["messageId"]})
+    return {"batchItemFailures": failures}
+
+
+def backoff_seconds(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
+    """Exponential backoff with jitter ("equal jitter": half fixed, half random), never below Retry-After."""
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
+    if retry_after:
+        delay = max(delay, retry_after)
+    return min(delay, settings.retry_max_seconds)
+
+
+def handle_record(record: dict[str, Any]) -> bool:
+    """Handle one SQS record; True when the message may be deleted."""
+    watch = Stopwatch()
+    settings = get_settings()
+    receive_count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", 1))
+    try:
+        job = retry_queue.parse_job(record["body"])
+    except Exception as exc:  # any unreadable body: keep it verbatim in the dead-letter queue
+        return _dead_letter(DeadLetter(kind="poisoned", reason=f"unreadable retry job ({type(exc).__name__})",
+                                       raw=str(record.get("body"))[:200_000]), {"message_id": record.get("messageId")})
+
+    attempt = job.attempt + receive_count
+    fields = {"platform": job.platform, "tenant": job.tenant, "event_id": job.event_id, "attempt": attempt}
+    connector = get_connector(job.platform)
+    tenant = get_directory().get(job.tenant) if job.tenant else None
+    if connector is None or tenant is None:
+        what = "platform" if connector is None else "tenant"
+        return _dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured", job=job), fields)
+
+    deadline = Deadline(settings.worker_call_timeout_seconds * 2, call_timeout=settings.worker_call_timeout_seconds)
+    try:
+        outcome = pipeline.run(connector, Event.from_dict(job.event), tenant, settings, deadline, job.stage, job.payload)
+    except pipeline.Interrupted as interrupted:
+        resumed = job.model_copy(update={"stage": interrupted.stage, "payload": interrupted.payload,
+                                         "attempt": attempt, "last_error": interrupted.error.reason})
+        if not interrupted.retryable:
+            return _dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=resumed), fields)
+        if attempt >= settings.max_attempts:
+            reason = f"retries exhausted after {attempt} attempts: {interrupted.error.reason}"
+            return _dead_letter(DeadLetter(kind="exhausted", reason=reason, job=resumed), fields)
+        delay = backoff_seconds(attempt, settings, getattr(interrupted.error, "retry_after", None))
+        log("retried", reason=interrupted.error.reason, stage=interrupted.stage, delay_s=round(delay, 1), **fields)
+        if interrupted.stage != job.stage:
+            return _requeue(resumed, delay, record, fields)
+        _delay_redelivery(record, delay, fields)
+        return False
+    log(outcome.status, reason=outcome.reason, customer_id=outcome.customer_id, created=outcome.created,
+        latency_ms=watch.ms(), **fields)
+    return True
+
+
+def _requeue(job: RetryJob, delay: float, record: dict[str, Any], fields: dict[str, Any]) -> bool:
+    """Replace the message by a job at its new stage; keep the old one if that fails."""
+    try:
+        retry_queue.enqueue(job, delay_seconds=delay)
+        return True
+    except QueueUnavailable:
+        _delay_redelivery(record, delay, fields)
+        return False
+
+
+def _delay_redelivery(record: dict[str, Any], delay: float, fields: dict[str, Any]) -> None:
+    from chalicelib import aws
+
+    try:
+        retry_queue.change_visibility(record["receiptHandle"], delay)
+    except aws.aws_error_types() as exc:
+        # The queue's own visibility timeout then decides when the record comes back.
+        log("failed", level=logging.WARNING, reason=f"could not set backoff ({type(exc).__name__})", **fields)
+
+
+def _dead_letter(letter: DeadLetter, fields: dict[str, Any]) -> bool:
+    try:
+        retry_queue.dead_letter(letter)
+    except QueueUnavailable as exc:
+        log("failed", level=logging.ERROR, reason=f"{letter.reason}; and {exc.reason}", **fields)
+        return False
+    log("dead_lettered", kind=letter.kind, reason=letter.reason, **fields)
+    return True

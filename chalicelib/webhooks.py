@@ -1,0 +1,156 @@
+"""The HTTP side: one webhook request in, one acknowledgement out.
+
+Order of work, and the answer at each step:
+1. unknown platform → 404; body over 256 KiB → 413;
+2. the connector verifies the raw bytes → 401 when forged, unsigned or the secret is not configured;
+3. the connector parses the body → 400 with the reason when malformed; event types we don't import
+   are acknowledged and counted;
+4. each event is routed to its tenant (none → dead-letter queue, reason ``unrouted``) and run through
+   the pipeline inline, within ``INLINE_BUDGET_SECONDS`` for the whole request. What cannot finish
+   for a reason that can heal is queued for retry; what never can is dead-lettered with its reason.
+5. the platform gets the acknowledgement it expects, unless an event could be neither finished nor
+   queued: then 503, so the platform delivers again (re-imports are harmless: Fullwhere merges on
+   email/phone, and the identity ledger turns duplicates into no-ops).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+from chalice import Response
+
+from chalicelib import pipeline, retry_queue
+from chalicelib.connectors import get_connector
+from chalicelib.connectors.base import Connector, Event, WebhookRequest
+from chalicelib.errors import QueueUnavailable, RejectedRequest
+from chalicelib.http import Deadline
+from chalicelib.logs import Stopwatch, log
+from chalicelib.settings import Settings, SettingsError, get_settings
+from chalicelib.tenants import Tenant, get_directory
+
+MAX_BODY_BYTES = 256 * 1024
+
+
+def json_response(status: int, body: dict) -> Response:
+    return Response(body=json.dumps(body), status_code=status, headers={"Content-Type": "application/json"})
+
+
+def error_response(status: int, error: str, reason: str) -> Response:
+    return json_response(status, {"error": error, "reason": reason})
+
+
+def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: dict | None) -> Response:
+    watch = Stopwatch()
+    connector = get_connector(platform)
+    if connector is None:
+        log("rejected", platform=platform[:40], status=404, reason="unknown platform")
+        return error_response(404, "unknown_platform", f"no connector for platform {platform[:40]!r}")
+    body = raw_body or b""
+    log("received", platform=platform, bytes=len(body))
+    if len(body) > MAX_BODY_BYTES:
+        log("rejected", platform=platform, status=413, reason="body too large")
+        return error_response(413, "too_large", f"body is {len(body)} bytes; the limit is {MAX_BODY_BYTES}")
+    request = WebhookRequest(
+        platform=platform,
+        body=body,
+        headers={key.lower(): value for key, value in (headers or {}).items()},
+        query=dict(query or {}),
+    )
+    try:
+        settings = get_settings()
+        connector.verify(request, settings)
+        parsed = connector.parse(request)
+        directory = get_directory()
+    except RejectedRequest as rejected:
+        log("rejected", platform=platform, status=rejected.status, reason=rejected.reason, latency_ms=watch.ms())
+        return error_response(rejected.status, rejected.error, rejected.reason)
+    except SettingsError as exc:
+        # A configuration mistake must not lose events: 503 makes the platform deliver again later.
+        log("failed", platform=platform, status=503, reason=str(exc), level=logging.ERROR)
+        return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
+
+    log("verified", platform=platform, events=len(parsed.events), ignored=len(parsed.ignored))
+    for kind in parsed.ignored:
+        log("ignored", platform=platform, event_type=kind[:80], reason="event type not imported")
+
+    deadline = Deadline(settings.inline_budget_seconds, call_timeout=settings.inline_budget_seconds)
+    seen_guests: set[str] = set()
+    all_safe = True
+    for event in parsed.events:
+        if event.guest_key and event.guest_key in seen_guests:
+            log("duplicate", platform=platform, event_id=event.event_id, reason="same guest earlier in this webhook")
+            continue
+        if event.guest_key:
+            seen_guests.add(event.guest_key)
+        tenant = directory.route(platform, event.account_id)
+        if tenant is None:
+            all_safe &= _dead_letter_unrouted(connector, event)
+            continue
+        all_safe &= _process_inline(connector, event, tenant, settings, deadline)
+
+    if not all_safe:
+        return error_response(503, "unavailable", "an event could be neither imported nor queued; deliver again")
+    log("acknowledged", platform=platform, status=connector.ack_status, latency_ms=watch.ms())
+    return Response(body=connector.ack_body, status_code=connector.ack_status,
+                    headers={"Content-Type": connector.ack_content_type})
+
+
+def _process_inline(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
+    """Run one event; True when it is imported, ignored, skipped, queued or dead-lettered (i.e. safe)."""
+    fields = {"platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "attempt": 1}
+    watch = Stopwatch()
+    try:
+        outcome = pipeline.run(connector, event, tenant, settings, deadline)
+    except pipeline.Interrupted as interrupted:
+        job = retry_queue.RetryJob(
+            platform=connector.name, tenant=tenant.id, event_id=event.event_id, stage=interrupted.stage,
+            event=event.to_dict(), payload=interrupted.payload, attempt=1, last_error=interrupted.error.reason,
+        )
+        try:
+            if interrupted.retryable:
+                retry_queue.enqueue(job)
+                log("queued", stage=interrupted.stage, reason=interrupted.error.reason, latency_ms=watch.ms(), **fields)
+            else:
+                retry_queue.dead_letter(retry_queue.DeadLetter(kind="permanent", reason=interrupted.error.reason, job=job))
+                log("dead_lettered", stage=interrupted.stage, reason=interrupted.error.reason, **fields)
+            return True
+        except QueueUnavailable as exc:
+            log("failed", level=logging.ERROR, stage=interrupted.stage,
+                reason=f"{interrupted.error.reason}; and {exc.reason}", **fields)
+            return False
+    log(outcome.status, reason=outcome.reason, customer_id=outcome.customer_id, created=outcome.created,
+        latency_ms=watch.ms(), **fields)
+    return True
+
+
+def _dead_letter_unrouted(connector: Connector, event: Event) -> bool:
+    fields = {"platform": connector.name, "event_id": event.event_id}
+    job = retry_queue.RetryJob(platform=connector.name, tenant=None, event_id=event.event_id, stage="fetch",
+                               event=event.to_dict(), last_error="unrouted")
+    try:
+        retry_queue.dead_letter(retry_queue.DeadLetter(kind="unrouted", reason="unrouted", job=job))
+    except QueueUnavailable as exc:
+        log("failed", level=logging.ERROR, reason=f"unrouted; and {exc.reason}", **fields)
+        return False
+    log("dead_lettered", reason="unrouted", account_id=event.account_id, **fields)
+    return True
+
+
+def health() -> dict:
+    """Version and which platforms can be received (whether their secret is set; never the secret)."""
+    from chalicelib import __version__
+    from chalicelib.connectors import all_connectors
+
+    try:
+        settings = get_settings()
+    except SettingsError as exc:
+        return {"status": "misconfigured", "version": __version__, "reason": str(exc)}
+    return {
+        "status": "ok",
+        "version": __version__,
+        "platforms": {connector.name: {"configured": connector.configured(settings)} for connector in all_connectors()},
+        "retry_queue": bool(settings.retry_queue_url),
+        "dead_letter_queue": bool(settings.dead_letter_queue_url),
+        "identity_ledger": bool(settings.identity_table),
+    }
