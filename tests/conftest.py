@@ -1,0 +1,175 @@
+"""Fixtures: the bridge wired to real loopback servers.
+
+- moto's server (one per session) is the local SQS and DynamoDB; every test gets its own retry queue
+  (with a redrive policy to its own dead-letter queue) and identity table;
+- the Fullwhere, Uber Eats and Mews emulators are real HTTP servers on 127.0.0.1 (one per session,
+  reset between tests);
+- the bridge runs through ``chalice.test.Client`` with its settings in the process environment, and a
+  poller stands in for Lambda's SQS event source mapping to drive the retry worker.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from chalice.test import Client
+
+from tests.emulators.fullwhere import FullwhereEmulator
+from tests.emulators.mews import MewsEmulator
+from tests.emulators.ubereats import UberEatsEmulator
+from tests.support import aws as local_aws
+from tests.support.signing import deliveroo_headers, ubereats_headers
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+FULLWHERE_KEY, FULLWHERE_SECRET = "test-key", "test-secret"
+DELIVEROO_SECRET = "deliveroo-webhook-secret"
+UBER_CLIENT_ID, UBER_CLIENT_SECRET = "uber-client", "uber-secret"
+MEWS_WEBHOOK_TOKEN = "mews-url-token-3f9a"
+MEWS_CLIENT_TOKEN = "mews-client"
+MEWS_ENTERPRISE = "851df8c8-90f2-4c4a-8e01-a4fc46b25178"
+MEWS_ACCESS_TOKEN = "mews-access-851d"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def fixture_json(name: str) -> Any:
+    return json.loads(fixture_bytes(name))
+
+
+def reset_bridge_state() -> None:
+    """Forget everything the bridge caches per container (settings, tenants, clients, tokens)."""
+    from chalicelib import aws, http, settings, tenants
+    from chalicelib.connectors import ubereats
+
+    settings.reset_settings()
+    tenants.reset_directory()
+    aws.reset_clients()
+    http.reset_http_client()
+    ubereats._tokens.clear()
+
+
+@pytest.fixture(scope="session")
+def moto_endpoint():
+    server, endpoint = local_aws.start_moto()
+    yield endpoint
+    local_aws.stop_moto(server)
+
+
+@pytest.fixture(scope="session")
+def emulators():
+    fullwhere = FullwhereEmulator(accounts={FULLWHERE_KEY: FULLWHERE_SECRET, "tenant-b-key": "tenant-b-secret"})
+    uber = UberEatsEmulator(client_id=UBER_CLIENT_ID, client_secret=UBER_CLIENT_SECRET)
+    mews = MewsEmulator(client_token=MEWS_CLIENT_TOKEN, access_tokens={MEWS_ENTERPRISE: MEWS_ACCESS_TOKEN})
+    for server in (fullwhere, uber, mews):
+        server.start()
+    yield {"fullwhere": fullwhere, "uber": uber, "mews": mews}
+    for server in (fullwhere, uber, mews):
+        server.stop()
+
+
+class Bridge:
+    """The bridge under test plus handles on everything around it."""
+
+    def __init__(self, client: Client, emulators: dict, endpoint: str, retry_url: str, dlq_url: str, monkeypatch):
+        self.client = client
+        self.fullwhere: FullwhereEmulator = emulators["fullwhere"]
+        self.uber: UberEatsEmulator = emulators["uber"]
+        self.mews: MewsEmulator = emulators["mews"]
+        self.endpoint = endpoint
+        self.retry_url = retry_url
+        self.dlq_url = dlq_url
+        self._monkeypatch = monkeypatch
+        self.poller = local_aws.LambdaSqsPoller(retry_url, self.invoke_worker, endpoint_url=endpoint)
+
+    # -- configuration -------------------------------------------------------------------------
+    def configure(self, **settings: Any) -> None:
+        """Change settings (``None`` removes one) and make the bridge re-read them."""
+        for name, value in settings.items():
+            if value is None:
+                self._monkeypatch.delenv(name.upper(), raising=False)
+            else:
+                self._monkeypatch.setenv(name.upper(), str(value))
+        reset_bridge_state()
+
+    # -- sending webhooks ----------------------------------------------------------------------
+    def post(self, platform: str, body: bytes, headers: dict[str, str] | None = None, query: str = ""):
+        path = f"/webhooks/{platform}" + (f"?{query}" if query else "")
+        return self.client.http.post(path, headers=headers or {}, body=body)
+
+    def send_deliveroo(self, payload: Any, secret: str = DELIVEROO_SECRET, legacy: bool = False, guid: str | None = None):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return self.post("deliveroo", body, deliveroo_headers(body, secret, guid or uuid.uuid4().hex, legacy))
+
+    def send_ubereats(self, payload: Any, secret: str = UBER_CLIENT_SECRET):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        return self.post("ubereats", body, ubereats_headers(body, secret))
+
+    def send_mews(self, payload: Any, token: str = MEWS_WEBHOOK_TOKEN, content_type: str | None = None):
+        body = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+        headers = {"Content-Type": content_type} if content_type else {}
+        return self.post("mews", body, headers, query=f"Token={token}")
+
+    # -- the retry side ------------------------------------------------------------------------
+    def invoke_worker(self, event: dict) -> Any:
+        return self.client.lambda_.invoke("retry_worker", event).payload
+
+    def drain(self, timeout: float = 15.0) -> int:
+        return self.poller.drain(timeout=timeout)
+
+    def retry_jobs(self) -> list[dict]:
+        return local_aws.queue_messages(self.endpoint, self.retry_url)
+
+    def dead_letters(self) -> list[dict]:
+        return local_aws.queue_messages(self.endpoint, self.dlq_url)
+
+    def customers(self, api_key: str = FULLWHERE_KEY) -> list[dict]:
+        return self.fullwhere.customers(api_key)
+
+
+@pytest.fixture
+def bridge(moto_endpoint, emulators, monkeypatch):
+    for server in emulators.values():
+        server.reset()
+    name = f"bridge-{uuid.uuid4().hex[:10]}"
+    retry_url, dlq_url = local_aws.create_queues(moto_endpoint, name, max_receive_count=5, visibility_timeout=30)
+    local_aws.create_identity_table(moto_endpoint, name)
+    environment = {
+        **local_aws.aws_env(moto_endpoint),
+        "FULLWHERE_API_URL": emulators["fullwhere"].url,
+        "FULLWHERE_API_KEY": FULLWHERE_KEY,
+        "FULLWHERE_API_SECRET": FULLWHERE_SECRET,
+        "RETRY_QUEUE_URL": retry_url,
+        "DEAD_LETTER_QUEUE_URL": dlq_url,
+        "IDENTITY_TABLE": name,
+        "INLINE_BUDGET_SECONDS": "2",
+        "WORKER_CALL_TIMEOUT_SECONDS": "2",
+        "MAX_ATTEMPTS": "4",
+        # Immediate redelivery keeps tests fast; backoff itself is unit-tested.
+        "RETRY_BASE_SECONDS": "0",
+        "DELIVEROO_WEBHOOK_SECRET": DELIVEROO_SECRET,
+        "UBEREATS_CLIENT_ID": UBER_CLIENT_ID,
+        "UBEREATS_CLIENT_SECRET": UBER_CLIENT_SECRET,
+        "UBEREATS_API_URL": emulators["uber"].url,
+        "UBEREATS_AUTH_URL": emulators["uber"].url,
+        "MEWS_WEBHOOK_TOKEN": MEWS_WEBHOOK_TOKEN,
+        "MEWS_CLIENT_TOKEN": MEWS_CLIENT_TOKEN,
+        "MEWS_ACCESS_TOKEN": MEWS_ACCESS_TOKEN,
+        "MEWS_API_URL": emulators["mews"].url,
+    }
+    for key in ("SECRETS_ID", "TENANTS_FILE", "TENANTS_SECRET_ID"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    reset_bridge_state()
+    from app import app
+
+    with Client(app, project_dir=str(Path(__file__).parent.parent)) as client:
+        yield Bridge(client, emulators, moto_endpoint, retry_url, dlq_url, monkeypatch)
+    reset_bridge_state()

@@ -1,0 +1,103 @@
+"""The HTTP contract every platform sees: 404, 413, 400 with a reason, 401, health."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import DELIVEROO_SECRET, MEWS_WEBHOOK_TOKEN, UBER_CLIENT_SECRET
+
+
+def test_unknown_platform_is_404_json(bridge):
+    response = bridge.post("myspace", b"{}", {"Content-Type": "application/json"})
+    assert response.status_code == 404
+    assert response.json_body == {"error": "unknown_platform", "reason": "no connector for platform 'myspace'"}
+
+
+@pytest.mark.parametrize("platform", ["deliveroo", "ubereats", "mews"])
+def test_body_over_256_kib_is_413_before_anything_else(bridge, platform):
+    response = bridge.post(platform, b"{" + b" " * (256 * 1024) + b"}", {"Content-Type": "application/json"})
+    assert response.status_code == 413
+    assert response.json_body["error"] == "too_large"
+
+
+def test_body_of_exactly_256_kib_is_not_too_large(bridge):
+    body = b'{"event":"rider.status_update"}'
+    body = body + b" " * (256 * 1024 - len(body))
+    assert bridge.send_deliveroo(body).status_code == 200
+
+
+@pytest.mark.parametrize(
+    "body, reason",
+    [
+        (b"", "empty body"),
+        (b"{not json", "not valid JSON"),
+        (b"\xff\xfe{}", "not valid UTF-8"),
+        (b"[" * 100_000 + b"]" * 100_000, "nested too deeply"),
+        (b'"just a string"', "Deliveroo webhook"),
+        (b'{"event": ["order.new"], "body": null}', "event"),
+    ],
+)
+def test_malformed_signed_body_is_400_with_a_reason(bridge, body, reason):
+    response = bridge.send_deliveroo(body)
+    assert response.status_code == 400
+    assert response.json_body["error"] == "malformed"
+    assert reason in response.json_body["reason"]
+    assert bridge.customers() == []
+
+
+def test_malformed_mews_body_is_400(bridge):
+    response = bridge.send_mews(b'{"EnterpriseId": "e", "Events": "not a list"}')
+    assert response.status_code == 400
+    assert "Events" in response.json_body["reason"]
+
+
+def test_malformed_ubereats_body_is_400(bridge):
+    response = bridge.send_ubereats({"event_type": "orders.notification", "meta": {}})
+    assert response.status_code == 400
+    assert "event_id" in response.json_body["reason"]
+
+
+@pytest.mark.parametrize("platform", ["deliveroo", "ubereats", "mews"])
+def test_unsigned_request_is_401(bridge, platform):
+    response = bridge.post(platform, b'{"event": "order.new"}', {"Content-Type": "application/json"})
+    assert response.status_code == 401
+    assert response.json_body["error"] == "unauthorized"
+
+
+def test_signature_is_checked_before_the_body_is_parsed(bridge):
+    """A forged malformed body gets 401, not 400: nothing about parsing is revealed to a forger."""
+    response = bridge.post("ubereats", b"{not json", {"X-Uber-Signature": "00" * 32})
+    assert response.status_code == 401
+
+
+def test_platform_without_a_configured_secret_refuses_everything(bridge):
+    bridge.configure(deliveroo_webhook_secret=None)
+    response = bridge.send_deliveroo({"event": "order.new"}, secret="")
+    assert response.status_code == 401
+    assert "not configured" in response.json_body["reason"]
+
+
+def test_health_reports_version_and_configured_platforms_without_secrets(bridge):
+    bridge.configure(ubereats_client_secret=None)
+    response = bridge.client.http.get("/health")
+    assert response.status_code == 200
+    body = response.json_body
+    assert body["status"] == "ok" and body["version"]
+    assert body["platforms"] == {
+        "deliveroo": {"configured": True},
+        "ubereats": {"configured": False},
+        "mews": {"configured": True},
+    }
+    text = json.dumps(body)
+    for secret in (DELIVEROO_SECRET, UBER_CLIENT_SECRET, MEWS_WEBHOOK_TOKEN, "test-secret"):
+        assert secret not in text
+
+
+def test_invalid_settings_answer_503_so_the_platform_retries(bridge):
+    bridge.configure(inline_budget_seconds="soon")
+    response = bridge.send_deliveroo({"event": "rider.status_update"})
+    assert response.status_code == 503
+    assert response.json_body["error"] == "misconfigured"
+    assert "soon" not in response.body.decode()

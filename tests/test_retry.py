@@ -1,0 +1,154 @@
+"""Failures that heal are retried from the queue; failures that cannot are dead-lettered with a reason;
+and when neither the import nor the queue works, the platform is told to deliver again."""
+
+from __future__ import annotations
+
+from tests.conftest import MEWS_ENTERPRISE, fixture_bytes, fixture_json
+from tests.emulators.base import Fault
+from tests.test_mews import CUSTOMER_ID, add_customer, webhook
+
+
+def test_fullwhere_down_queues_the_job_and_the_worker_imports_it_after_recovery(bridge):
+    add_customer(bridge)
+    bridge.fullwhere.faults.always(Fault("status", status=503))
+
+    response = bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+
+    assert response.status_code == 200  # acknowledged: the event is safe in the queue
+    [job] = bridge.retry_jobs()
+    assert job["stage"] == "import"  # the guest was fetched and mapped: resume at the import
+    assert job["platform"] == "mews" and job["tenant"] == "default"
+    assert job["attempt"] == 1 and "503" in job["last_error"]
+    assert bridge.customers() == []
+
+    bridge.fullwhere.faults.clear()
+    calls_before = bridge.mews.get_customers_calls
+    bridge.drain()
+
+    [customer] = bridge.customers()
+    assert customer["mewsId"] == CUSTOMER_ID
+    assert bridge.mews.get_customers_calls == calls_before  # not fetched again
+    assert bridge.retry_jobs() == [] and bridge.dead_letters() == []
+
+
+def test_platform_api_down_queues_at_the_fetch_stage(bridge):
+    bridge.uber.add_order(fixture_json("ubereats/order.json"))
+    bridge.uber.faults.add(Fault("drop"), times=1, path="/v2/eats/order")
+
+    assert bridge.send_ubereats(fixture_json("ubereats/orders_notification.json")).status_code == 200
+    [job] = bridge.retry_jobs()
+    assert job["stage"] == "fetch"
+
+    bridge.drain()
+    assert [c["ubereatsId"] for c in bridge.customers()] == ["63578c8b-9cd2-4c4f-91fc-315f575e6a78"]
+
+
+def test_rate_limit_retry_after_is_honoured_as_the_backoff(bridge):
+    add_customer(bridge)
+    bridge.fullwhere.faults.always(Fault("status", status=429, retry_after=120))
+    bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+
+    assert bridge.poller.poll_once() == 1  # the worker tries, Fullwhere still says 429
+    assert bridge.poller.poll_once() == 0  # hidden for Retry-After, not redelivered at once
+    assert bridge.retry_jobs() == []  # invisible, yet not lost:
+    from tests.support.aws import queue_depth
+
+    assert queue_depth(bridge.endpoint, bridge.retry_url) == 1
+
+
+def test_permanent_fullwhere_rejection_is_dead_lettered_with_fullwhere_reason(bridge):
+    add_customer(bridge)
+    bridge.fullwhere.faults.add(Fault("status", status=400, body='{"message":["email must be an email"]}'), times=1)
+
+    assert bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID))).status_code == 200
+
+    [letter] = bridge.dead_letters()
+    assert letter["kind"] == "permanent"
+    assert "400" in letter["reason"] and "email must be an email" in letter["reason"]
+    assert letter["job"]["stage"] == "import"
+    assert letter["job"]["payload"]["customer"]["mewsId"] == CUSTOMER_ID
+    assert bridge.retry_jobs() == []
+
+
+def test_fullwhere_down_and_sqs_unreachable_answers_503(bridge):
+    add_customer(bridge)
+    bridge.fullwhere.faults.always(Fault("status", status=502))
+    bridge.configure(aws_endpoint_url_sqs="http://127.0.0.1:9")  # nothing listens on the discard port
+
+    response = bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+
+    assert response.status_code == 503
+    assert bridge.customers() == []
+
+
+def test_sqs_unreachable_does_not_matter_when_the_import_succeeds(bridge):
+    add_customer(bridge)
+    bridge.configure(aws_endpoint_url_sqs="http://127.0.0.1:9")
+    assert bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID))).status_code == 200
+    assert len(bridge.customers()) == 1
+
+
+def test_retries_exhausted_are_dead_lettered_with_the_last_error(bridge):
+    add_customer(bridge)
+    bridge.fullwhere.faults.always(Fault("status", status=500))
+    bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+
+    bridge.drain()
+
+    [letter] = bridge.dead_letters()
+    assert letter["kind"] == "exhausted"
+    assert letter["reason"].startswith("retries exhausted after 4 attempts")
+    assert "500" in letter["reason"]
+    assert bridge.retry_jobs() == []
+
+
+def test_inline_budget_spent_defers_the_rest_to_the_queue(bridge):
+    add_customer(bridge)
+    bridge.configure(inline_budget_seconds="0.5")
+    bridge.mews.faults.add(Fault("delay", seconds=1.5), times=1)
+
+    response = bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+
+    assert response.status_code == 200
+    [job] = bridge.retry_jobs()
+    assert job["stage"] == "fetch" and "timed out" in job["last_error"]
+    bridge.drain()
+    assert len(bridge.customers()) == 1
+
+
+def test_poisoned_message_is_dead_lettered_verbatim(bridge):
+    from tests.support.aws import client
+
+    client("sqs", bridge.endpoint).send_message(QueueUrl=bridge.retry_url, MessageBody="{not a job")
+    bridge.drain()
+    [letter] = bridge.dead_letters()
+    assert letter["kind"] == "poisoned" and letter["raw"] == "{not a job"
+
+
+def test_partial_batch_failure_reports_only_the_failing_record(bridge):
+    """One batch with a healthy job and one whose platform API keeps failing: only the latter comes back."""
+    add_customer(bridge)
+    bridge.uber.add_order(fixture_json("ubereats/order.json"))
+    bridge.fullwhere.faults.add(Fault("status", status=503), times=1)
+    bridge.uber.faults.add(Fault("drop"), times=1, path="/v2/eats/order")
+    bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+    bridge.send_ubereats(fixture_json("ubereats/orders_notification.json"))
+    assert sorted(job["stage"] for job in bridge.retry_jobs()) == ["fetch", "import"]
+
+    bridge.uber.faults.always(Fault("status", status=500))
+    assert bridge.poller.poll_once() == 2
+    assert [c["mewsId"] for c in bridge.customers()] == [CUSTOMER_ID]
+    assert len(bridge.retry_jobs()) == 1
+    bridge.uber.faults.clear()
+    bridge.drain()
+    assert len(bridge.customers()) == 2
+
+
+def test_deliveroo_guest_ledger_failure_is_retried(bridge):
+    bridge.configure(aws_endpoint_url_dynamodb="http://127.0.0.1:9")
+    assert bridge.send_deliveroo(fixture_bytes("deliveroo/order_new_loyalty.json")).status_code == 200
+    [job] = bridge.retry_jobs()
+    assert "identity ledger unavailable" in job["last_error"]
+    bridge.configure(aws_endpoint_url_dynamodb=bridge.endpoint)
+    bridge.drain()
+    assert [c["deliverooId"] for c in bridge.customers()] == ["loyalty:LOY-778899"]
