@@ -1,0 +1,1 @@
+"""Local HTTP emulators of the third-party APIs the bridge talks to (tests only)."""

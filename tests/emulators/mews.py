@@ -1,0 +1,221 @@
+"""Emulator of the Mews Connector API calls the bridge makes (shared/platforms/hospitality.md §1).
+
+Connector conventions: every call is a POST with a JSON body carrying
+ClientToken (per application), AccessToken (per enterprise/property) and Client.
+The access token decides which enterprise's data a call sees.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from tests.emulators.base import EmulatorServer, HttpError, Request
+
+CUSTOMERS_PATH = "/api/connector/v1/customers/getAll"
+RESERVATIONS_PATH = "/api/connector/v1/reservations/getAll/2023-06-06"
+MAX_IDS = 1000  # documented cap of CustomerIds / ReservationIds and of Limitation.Count
+
+# From the verbatim General Webhook example.
+DEFAULT_ENTERPRISE_ID = "851df8c8-90f2-4c4a-8e01-a4fc46b25178"
+DEFAULT_INTEGRATION_ID = "c8bee838-7fb1-4f4e-8fac-ac87008b2f90"
+DEFAULT_SERVICE_ID = "9745ce3a-8dbb-4cc0-a550-55f9ff67b242"
+
+# Verbatim example of customers/getAll (hospitality.md §1.4); make_customer() copies it.
+EXAMPLE_CUSTOMER: dict[str, Any] = {
+    "Id": "fadd5bb6-b428-45d5-94f8-fd0d89fece6d",
+    "ChainId": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
+    "Number": "12345",
+    "Title": "Mister",
+    "Sex": "Male",
+    "FirstName": "John",
+    "LastName": "Smith",
+    "SecondLastName": "Williams",
+    "NationalityCode": "US",
+    "PreferredLanguageCode": "en-GB",
+    "LanguageCode": "en-US",
+    "BirthDate": "1983-12-31",
+    "BirthCountryCode": None,
+    "BirthCountrySubdivisionCode": None,
+    "BirthPlace": "New York City, NY",
+    "Occupation": "Carpenter",
+    "Email": "j.smith@example.com",
+    "HasOtaEmail": False,
+    "Phone": "00420123456789",
+    "TaxIdentificationNumber": "123456789",
+    "LoyaltyCode": "LL810213",
+    "AccountingCode": "AC123",
+    "BillingCode": None,
+    "Notes": "",
+    "CarRegistrationNumber": "1A2 3456",
+    "DietaryRequirements": None,
+    "CreatedUtc": "2018-01-01T00:00:00Z",
+    "UpdatedUtc": "2018-01-02T00:00:00Z",
+    "Passport": None,
+    "IdentityCard": None,
+    "Visa": None,
+    "DriversLicense": None,
+    "Address": {
+        "Id": "f8495413-bf49-45dd-843c-44be7f365569",
+        "Line1": "Somerford Road Hello House/135",
+        "Line2": None,
+        "City": "Christchurch",
+        "PostalCode": "BH23 3PY",
+        "CountryCode": "GB",
+        "CountrySubdivisionCode": "GB-ENG",
+        "Latitude": None,
+        "Longitude": None,
+    },
+    "AddressId": "f8495413-bf49-45dd-843c-44be7f365569",
+    "Classifications": ["Returning"],
+    "Options": ["SendMarketingEmails"],
+    "ItalianDestinationCode": None,
+    "ItalianFiscalCode": None,
+    "ItalianLotteryCode": None,
+    "CompanyId": "c6f5c82d-621a-4c8a-903b-1b0a9a23b71f",
+    "MergeTargetId": None,
+    "ActivityState": "Active",
+    "IsActive": True,
+    "PreferredSpaceFeatures": ["OceanView"],
+    "CreatorProfileId": "3cd637ef-4728-47f9-8fb1-afb900c9cdcf",
+    "UpdaterProfileId": "122fc063-ec6e-4198-b8db-6b168a59ffae",
+}
+
+
+def make_customer(customer_id: str, **overrides: Any) -> dict[str, Any]:
+    """The documented customer shape with Id = customer_id, then `overrides` applied."""
+    customer = copy.deepcopy(EXAMPLE_CUSTOMER)
+    customer["Id"] = customer_id
+    customer.update(overrides)
+    return customer
+
+
+def make_reservation(
+    reservation_id: str, account_id: str, account_type: str = "Customer", **overrides: Any
+) -> dict[str, Any]:
+    """A 2023-06-06 reservation; AccountId is the main guest (or a company)."""
+    reservation = {
+        "Id": reservation_id,
+        "ServiceId": DEFAULT_SERVICE_ID,
+        "AccountId": account_id,
+        "AccountType": account_type,
+        "BookerId": account_id if account_type == "Customer" else None,
+        "State": "Confirmed",
+        "ScheduledStartUtc": "2026-12-01T14:00:00Z",
+        "ScheduledEndUtc": "2026-12-03T10:00:00Z",
+        "CreatedUtc": "2026-11-26T12:00:00Z",
+        "UpdatedUtc": "2026-11-26T12:00:00Z",
+    }
+    reservation.update(overrides)
+    return reservation
+
+
+def make_webhook(
+    enterprise_id: str,
+    events: list[tuple[str, str]],
+    integration_id: str = DEFAULT_INTEGRATION_ID,
+) -> dict[str, Any]:
+    """A General Webhook body from (Discriminator, entity Id) pairs,
+    e.g. [("CustomerAdded", cid), ("CustomerUpdated", cid)]."""
+    return {
+        "EnterpriseId": enterprise_id,
+        "IntegrationId": integration_id,
+        "Events": [{"Discriminator": d, "Value": {"Id": i}} for d, i in events],
+    }
+
+
+def _bad_request(message: str) -> HttpError:
+    return HttpError(400, {"Message": message})
+
+
+class MewsEmulator(EmulatorServer):
+    """customers/getAll and reservations/getAll over per-enterprise stores."""
+
+    def __init__(
+        self,
+        client_token: str = "mews-client",
+        access_tokens: dict[str, str] | None = None,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.client_token = client_token
+        # enterprise id -> access token, as the bridge would learn from IntegrationCreated
+        self.access_tokens = dict(access_tokens or {DEFAULT_ENTERPRISE_ID: "mews-access"})
+        self.get_customers_calls = 0
+        self.get_reservations_calls = 0
+        self._customers: dict[str, dict[str, dict[str, Any]]] = {}
+        self._reservations: dict[str, dict[str, dict[str, Any]]] = {}
+        self.route("POST", CUSTOMERS_PATH, self._connector(self._get_customers))
+        self.route("POST", RESERVATIONS_PATH, self._connector(self._get_reservations))
+
+    # -- test helpers ------------------------------------------------------------
+
+    def add_customer(self, enterprise_id: str, customer: dict[str, Any]) -> None:
+        with self.lock:
+            self._customers.setdefault(enterprise_id, {})[customer["Id"]] = customer
+
+    def add_reservation(self, enterprise_id: str, reservation: dict[str, Any]) -> None:
+        with self.lock:
+            self._reservations.setdefault(enterprise_id, {})[reservation["Id"]] = reservation
+
+    def reset_state(self) -> None:
+        self.get_customers_calls = 0
+        self.get_reservations_calls = 0
+        self._customers.clear()
+        self._reservations.clear()
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _connector(self, handler):
+        """Connector authentication: resolve the enterprise from the AccessToken."""
+
+        def wrapped(request: Request):
+            body = request.body if request.is_json else None
+            if not isinstance(body, dict):
+                raise _bad_request("Invalid request body.")
+            if body.get("ClientToken") != self.client_token:
+                return 401, {"Message": "Invalid ClientToken."}
+            token = body.get("AccessToken")
+            enterprise_id = next((e for e, t in self.access_tokens.items() if t == token), None)
+            if token is None or enterprise_id is None:
+                return 401, {"Message": "Invalid AccessToken."}
+            if not isinstance(body.get("Client"), str) or not body["Client"]:
+                raise _bad_request("Missing Client.")
+            with self.lock:
+                return handler(body, enterprise_id)
+
+        return wrapped
+
+    def _get_customers(self, body: dict[str, Any], enterprise_id: str):
+        self.get_customers_calls += 1
+        if not isinstance(body.get("Extent"), dict):
+            raise _bad_request("Invalid Extent.")
+        customers, cursor = _page(body, "CustomerIds", self._customers.get(enterprise_id, {}))
+        return 200, {"Customers": customers, "Documents": None, "Cursor": cursor}
+
+    def _get_reservations(self, body: dict[str, Any], enterprise_id: str):
+        self.get_reservations_calls += 1
+        reservations, cursor = _page(body, "ReservationIds", self._reservations.get(enterprise_id, {}))
+        return 200, {"Reservations": reservations, "Cursor": cursor}
+
+
+def _page(body: dict[str, Any], ids_field: str, store: dict[str, dict[str, Any]]):
+    """Filter by the ids field, then apply Limitation {Count, Cursor} as Mews does:
+    Cursor is the Id of the last item returned, passed back to get the next page."""
+    limitation = body.get("Limitation")
+    count = limitation.get("Count") if isinstance(limitation, dict) else None
+    if not isinstance(count, int) or isinstance(count, bool) or not 1 <= count <= MAX_IDS:
+        raise _bad_request(f"Invalid Limitation: Count must be between 1 and {MAX_IDS}.")
+    ids = body.get(ids_field)
+    if not isinstance(ids, list) or not ids or len(ids) > MAX_IDS:
+        raise _bad_request(f"Invalid {ids_field}: 1 to {MAX_IDS} ids are required.")
+    wanted = set(ids)
+    matching = [copy.deepcopy(item) for item_id, item in store.items() if item_id in wanted]
+    cursor = limitation.get("Cursor")
+    if cursor is not None:
+        positions = [i for i, item in enumerate(matching) if item["Id"] == cursor]
+        if not positions:
+            raise _bad_request("Invalid Cursor.")
+        matching = matching[positions[0] + 1 :]
+    page = matching[:count]
+    return page, (page[-1]["Id"] if page else None)

@@ -1,0 +1,148 @@
+"""Emulator of the Uber Eats pieces the bridge uses (shared/platforms/delivery.md §2).
+
+- POST /oauth/v2/token: client-credentials tokens (auth.uber.com in production).
+- GET /v2/eats/order/{order_id}: order details, the only place eater data lives,
+  since webhooks are thin notifications.
+
+Point both base URLs of the bridge at `emulator.url`, and build notifications
+with `make_notification(..., base_url=emulator.url)` so resource_href resolves here.
+Webhook signatures (X-Uber-Signature) live in tests/support/signing.py.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+from tests.emulators.base import EmulatorServer, Request
+
+TOKEN_PATH = "/oauth/v2/token"
+ORDER_PREFIX = "/v2/eats/order/"
+TOKEN_TTL_SECONDS = 2_592_000  # 30 days [S]
+DEFAULT_SCOPE = "eats.store.orders.read"
+
+UNAUTHORIZED = {"code": "unauthorized", "message": "Invalid OAuth 2.0 credentials provided."}
+ORDER_NOT_FOUND = {"code": "not_found", "message": "order not found"}
+
+
+def make_order(
+    order_id: str,
+    store_id: str,
+    eater_id: str,
+    first_name: str = "Larry",
+    last_name: str = "S",
+    phone: str = "+1 555-555-5555",
+    phone_code: str = "555 55 555",
+) -> dict[str, Any]:
+    """An order in the documented v2 shape. `phone` is an anonymised relay number
+    and `last_name` an initial, as on the real platform."""
+    return {
+        "id": order_id,
+        "display_id": order_id[-5:].upper(),
+        "external_reference_id": f"Order-{order_id[:8]}",
+        "current_state": "CREATED",
+        "type": "DELIVERY_BY_UBER",
+        "brand": "UBER_EATS",
+        "store": {"id": store_id, "name": "Test Store"},
+        "eater": {"first_name": first_name, "last_name": last_name, "phone": phone, "phone_code": phone_code},
+        "eaters": [{"id": eater_id, "first_name": first_name}],
+        "cart": {"items": [{"id": "item-1", "title": "Burger", "quantity": 1, "eater_id": eater_id}]},
+        "payment": {"charges": {"total": {"amount": 1250, "currency_code": "EUR", "formatted_amount": "€12.50"}}},
+        "placed_at": "2026-11-26T12:00:00Z",
+    }
+
+
+def make_notification(
+    order_id: str,
+    store_id: str,
+    event_type: str = "orders.notification",
+    event_id: str | None = None,
+    base_url: str = "https://api.uber.com",
+) -> dict[str, Any]:
+    """A webhook body: a thin event pointing at the order through resource_href."""
+    return {
+        "event_id": event_id or str(uuid.uuid4()),
+        "event_time": int(time.time()),
+        "event_type": event_type,
+        "meta": {"user_id": store_id, "resource_id": order_id, "status": "pos"},
+        "resource_href": f"{base_url}/v2/eats/order/{order_id}",
+    }
+
+
+class UberEatsEmulator(EmulatorServer):
+    """Token endpoint plus order lookup, with bearer-token checks."""
+
+    def __init__(
+        self,
+        client_id: str = "uber-client",
+        client_secret: str = "uber-secret",
+        token_limit_per_hour: int | None = 100,
+        **kwargs: Any,
+    ):
+        super().__init__(**kwargs)
+        self.client_id = client_id
+        self.client_secret = client_secret
+        # Uber answers 429 past 100 client-credentials token requests per hour.
+        self.token_limit_per_hour = token_limit_per_hour
+        self.token_requests = 0  # tokens issued: tests assert the bridge caches them
+        self._issued_at: deque[float] = deque()
+        self._tokens: dict[str, str] = {}  # token -> scope
+        self._orders: dict[str, dict[str, Any]] = {}
+        self.route("POST", TOKEN_PATH, self._token)
+        self.route_prefix("GET", ORDER_PREFIX, self._order)
+
+    # -- test helpers ------------------------------------------------------------
+
+    def add_order(self, order: dict[str, Any]) -> None:
+        with self.lock:
+            self._orders[order["id"]] = order
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued token (next order call gets 401), to test refresh."""
+        with self.lock:
+            self._tokens.clear()
+
+    def reset_state(self) -> None:
+        self.token_requests = 0
+        self._issued_at.clear()
+        self._tokens.clear()
+        self._orders.clear()
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _token(self, request: Request):
+        form = request.form()
+        if not (
+            hmac.compare_digest(form.get("client_id", ""), self.client_id)
+            and hmac.compare_digest(form.get("client_secret", ""), self.client_secret)
+        ):
+            return 401, {"error": "invalid_client"}
+        if form.get("grant_type") != "client_credentials":
+            return 400, {"error": "unsupported_grant_type"}
+        with self.lock:
+            now = time.monotonic()
+            while self._issued_at and now - self._issued_at[0] > 3600:
+                self._issued_at.popleft()
+            if self.token_limit_per_hour is not None and len(self._issued_at) >= self.token_limit_per_hour:
+                return 429, {"error": "rate_limit_exceeded"}
+            self._issued_at.append(now)
+            self.token_requests += 1
+            token = secrets.token_urlsafe(24)
+            scope = form.get("scope") or DEFAULT_SCOPE
+            self._tokens[token] = scope
+        return 200, {"access_token": token, "token_type": "Bearer", "expires_in": TOKEN_TTL_SECONDS, "scope": scope}
+
+    def _order(self, request: Request):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        with self.lock:
+            if scheme.lower() != "bearer" or token not in self._tokens:
+                return 401, UNAUTHORIZED
+            # Query strings such as ?expand=carts,deliveries,payment are accepted and ignored.
+            order = self._orders.get(request.route[len(ORDER_PREFIX) :])
+        if order is None:
+            return 404, ORDER_NOT_FOUND
+        return 200, order
