@@ -11,7 +11,6 @@ Endpoints and region come from boto3's standard configuration (``AWS_REGION``,
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import Any
 
@@ -51,6 +50,13 @@ def aws_error_types() -> tuple[type[BaseException], ...]:
     return (BotoCoreError, ClientError)
 
 
-def read_secret_json(secret_id: str) -> Any:
-    response = client("secretsmanager").get_secret_value(SecretId=secret_id)
-    return json.loads(response["SecretString"])
+def read_secret(secret_id: str) -> str:
+    """The text of a Secrets Manager secret; :class:`SettingsError` (never the value) when it can't be read."""
+    from chalicelib.settings import SettingsError
+
+    try:
+        return client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]
+    except aws_error_types() as exc:
+        raise SettingsError(f"cannot read secret {secret_id!r} ({type(exc).__name__})") from None
+    except KeyError:
+        raise SettingsError(f"secret {secret_id!r} holds no SecretString") from None

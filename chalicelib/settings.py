@@ -18,6 +18,8 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chalicelib.logs import set_level as set_log_level
+
 
 class Settings(BaseModel):
     """Every setting of the bridge. The field name upper-cased is the environment variable's name."""
@@ -65,7 +67,7 @@ class Settings(BaseModel):
     tenants_secret_id: str | None = None
     secrets_id: str | None = None
 
-    log_level: str = "INFO"
+    log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
 
     @field_validator("default_phone_region")
     @classmethod
@@ -93,6 +95,7 @@ def get_settings() -> Settings:
         with _lock:
             if _settings is None:
                 _settings = load_settings(os.environ)
+                set_log_level(_settings.log_level)
     return _settings
 
 
@@ -123,7 +126,7 @@ def load_settings(environ: dict[str, str] | os._Environ) -> Settings:
 def _secret_values(secret_id: str, names: set[str]) -> dict[str, str]:
     from chalicelib import aws  # boto3 only when a secret is actually configured
 
-    document = aws.read_secret_json(secret_id)
+    document = parse_json_document(aws.read_secret(secret_id), f"secret {secret_id!r}")
     if not isinstance(document, dict):
         raise SettingsError(f"secret {secret_id!r} must hold a JSON object")
     return {key: str(value) for key, value in document.items() if key in names and value not in (None, "")}

@@ -151,8 +151,7 @@ def _document_text(settings: Settings) -> tuple[str | None, str]:
     if settings.tenants_secret_id:
         from chalicelib import aws
 
-        response = aws.client("secretsmanager").get_secret_value(SecretId=settings.tenants_secret_id)
-        return response["SecretString"], "TENANTS_SECRET_ID"
+        return aws.read_secret(settings.tenants_secret_id), "TENANTS_SECRET_ID"
     return None, "defaults"
 
 
