@@ -20,11 +20,27 @@ def test_defaults_are_the_documented_ones():
 
 
 def test_every_setting_is_read_from_its_upper_case_variable():
-    environ = {name.upper(): "1" if field.annotation in (int, float) else "x"
-               for name, field in Settings.model_fields.items() if field.annotation in (str, "str | None", int, float)}
-    environ.update({"FULLWHERE_API_KEY": "key", "INLINE_BUDGET_SECONDS": "1.5", "MAX_ATTEMPTS": "3"})
-    settings = load_settings(environ)
-    assert (settings.fullwhere_api_key, settings.inline_budget_seconds, settings.max_attempts) == ("key", 1.5, 3)
+    values = {"FULLWHERE_API_KEY": "key", "RETRY_QUEUE_URL": "http://q", "INLINE_BUDGET_SECONDS": "1.5",
+              "MAX_ATTEMPTS": "3", "MEWS_API_URL": "https://api.mews-demo.com/", "LOG_LEVEL": "debug",
+              "DEFAULT_PHONE_REGION": "gb", "IDENTITY_TABLE": "ledger"}
+    settings = load_settings(values)
+    assert (settings.fullwhere_api_key, settings.retry_queue_url, settings.inline_budget_seconds) == ("key", "http://q", 1.5)
+    assert (settings.max_attempts, settings.mews_api_url) == (3, "https://api.mews-demo.com")
+    assert (settings.default_phone_region, settings.identity_table) == ("GB", "ledger")
+    documented = {"FULLWHERE_API_URL", "FULLWHERE_API_KEY", "FULLWHERE_API_SECRET", "RETRY_QUEUE_URL",
+                  "DEAD_LETTER_QUEUE_URL", "INLINE_BUDGET_SECONDS", "DELIVEROO_WEBHOOK_SECRET", "UBEREATS_CLIENT_ID",
+                  "UBEREATS_CLIENT_SECRET", "UBEREATS_API_URL", "UBEREATS_AUTH_URL", "MEWS_WEBHOOK_TOKEN",
+                  "MEWS_CLIENT_TOKEN", "MEWS_ACCESS_TOKEN", "MEWS_API_URL", "IDENTITY_TABLE", "TENANTS_FILE",
+                  "TENANTS_SECRET_ID", "SECRETS_ID"}
+    assert documented <= {name.upper() for name in Settings.model_fields}
+
+
+def test_readme_lists_every_setting():
+    from pathlib import Path
+
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in readme]
+    assert missing == []
 
 
 def test_empty_variables_count_as_unset():
