@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
 
 from chalicelib.errors import PermanentError, RetryableError
@@ -75,11 +77,25 @@ def test_retryable_statuses(client, fullwhere, status):
     assert error.value.retry_after == 7
 
 
-@pytest.mark.parametrize("fault", [Fault("drop"), Fault("delay", seconds=1.0)])
-def test_transport_failures_are_retryable(client, fullwhere, fault):
-    fullwhere.faults.add(fault)
-    with pytest.raises(RetryableError):
-        client.import_customer(JANE, deadline(0.5))
+def test_dropped_connection_is_retryable(client, fullwhere):
+    fullwhere.faults.add(Fault("drop"))
+    with pytest.raises(RetryableError, match="unreachable"):
+        client.import_customer(JANE, deadline())
+    assert fullwhere.customers() == []
+
+
+def test_timeout_is_retryable_even_though_the_import_may_still_land(client, fullwhere):
+    """Why every retry must be idempotent: the server finishes the import after we gave up."""
+    fullwhere.faults.add(Fault("delay", seconds=0.6))
+    with pytest.raises(RetryableError, match="timed out"):
+        client.import_customer(JANE, deadline(0.3))
+    for _ in range(40):
+        if fullwhere.customers():
+            break
+        time.sleep(0.05)
+    assert len(fullwhere.customers()) == 1
+    client.import_customer(JANE, deadline())  # the retry merges instead of duplicating
+    assert len(fullwhere.customers()) == 1
 
 
 def test_other_4xx_is_permanent_and_carries_fullwhere_text_truncated(client, fullwhere):

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 import pytest
 
 from chalicelib.errors import RetryableError
@@ -37,22 +35,17 @@ def test_released_claim_can_be_taken_again(ledger):
     assert isinstance(ledger.claim("default#mews#m-1", "fp"), Claim)
 
 
-def test_only_one_of_many_simultaneous_claims_succeeds(ledger):
-    results: list[object] = []
+def test_interleaved_deliveries_import_once(ledger):
+    """Two deliveries of one guest, both claiming before either records: only the first may import.
 
-    def attempt():
-        try:
-            results.append(ledger.claim("default#deliveroo#loyalty:1", "fp"))
-        except RetryableError as exc:
-            results.append(exc)
-
-    threads = [threading.Thread(target=attempt) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert sum(isinstance(r, Claim) for r in results) == 1
-    assert sum(isinstance(r, RetryableError) for r in results) == 7
+    (Interleaved in sequence rather than on threads: moto's server does not serialise conditional
+    writes the way DynamoDB does, so a threaded version would test moto, not the bridge.)
+    """
+    first = ledger.claim("default#deliveroo#loyalty:1", "fp")
+    with pytest.raises(RetryableError):
+        ledger.claim("default#deliveroo#loyalty:1", "fp")
+    ledger.record(first, "fp", "customer-1")
+    assert ledger.claim("default#deliveroo#loyalty:1", "fp") == KnownGuest(customer_id="customer-1", unchanged=True)
 
 
 def test_unreachable_dynamodb_is_retryable(bridge):
