@@ -173,3 +173,28 @@ def bridge(moto_endpoint, emulators, monkeypatch):
     with Client(app, project_dir=str(Path(__file__).parent.parent)) as client:
         yield Bridge(client, emulators, moto_endpoint, retry_url, dlq_url, monkeypatch)
     reset_bridge_state()
+
+
+# -- No secrets or personal data in logs, checked on every test's output ----------------------------
+# Every value below appears in a fixture or a setting. The bridge's log lines (JSON on stdout) of every
+# test in the suite are scanned for them, so any scenario that leaks one fails the test that ran it.
+FORBIDDEN_IN_LOGS = (
+    FULLWHERE_SECRET, "tenant-b-secret", DELIVEROO_SECRET, UBER_CLIENT_SECRET, MEWS_WEBHOOK_TOKEN,
+    MEWS_CLIENT_TOKEN, MEWS_ACCESS_TOKEN,
+    "j.smith@example.com", "J.Smith@Example.com", "first@example.com", "second@example.com", "jane@example.com",
+    "guest-8z1@guest.booking.com", "601123456", "612345678", "3699 9999", "3195035", "555-555",
+    "Smith", "Omid", "Larry", "Jane", "Anna",
+)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.passed:
+        return
+    log_lines = [line for line in report.capstdout.splitlines() if line.startswith('{"ts"')]
+    leaks = sorted({value for line in log_lines for value in FORBIDDEN_IN_LOGS if value in line})
+    if leaks:
+        report.outcome = "failed"
+        report.longrepr = f"the bridge's logs contain secrets or personal data: {leaks}"
