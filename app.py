@@ -22,4 +22,4 @@ def health():
 
 @app.on_sqs_message(queue=RETRY_QUEUE_NAME, batch_size=10, name="retry_worker")
 def retry(event):
-    return retry_worker.handle_batch(event.to_dict())
+    return retry_worker.handle_batch(event.to_dict(), event.context.get_remaining_time_in_millis)

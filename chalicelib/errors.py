@@ -13,6 +13,8 @@ malformed body, unknown platform, too large), before any event was accepted.
 
 from __future__ import annotations
 
+from typing import Any
+
 
 class BridgeError(Exception):
     """Base class: ``reason`` is a short, log-safe sentence (never personal data or secrets)."""
@@ -58,3 +60,13 @@ def unauthorized(reason: str) -> RejectedRequest:
 
 def malformed(reason: str) -> RejectedRequest:
     return RejectedRequest(400, "malformed", reason)
+
+
+def describe_validation_error(exc: Any, limit: int = 10, upper: bool = False) -> str:
+    """A pydantic ``ValidationError`` as ``field: problem; ...``: locations and messages, never the values
+    (they can be secrets or personal data)."""
+    problems = []
+    for error in exc.errors()[:limit]:
+        location = ".".join(str(part) for part in error["loc"]) or "body"
+        problems.append(f"{location.upper() if upper else location}: {error['msg']}")
+    return "; ".join(problems)

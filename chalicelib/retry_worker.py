@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+from collections.abc import Callable
 from typing import Any
 
 from chalicelib import pipeline, retry_queue
@@ -32,10 +33,17 @@ from chalicelib.settings import Settings, get_settings
 from chalicelib.tenants import get_directory
 
 
-def handle_batch(event: dict[str, Any]) -> dict[str, list[dict[str, str]]]:
+# Time kept in reserve at the end of an invocation, so Lambda never kills the worker mid-record
+# (a killed invocation fails the whole batch and costs every record a receive).
+LAMBDA_SAFETY_SECONDS = 3.0
+
+
+def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None = None) -> dict[str, list[dict[str, str]]]:
+    """Handle a batch; ``remaining_ms`` is the Lambda context's clock, when there is one."""
     failures = []
     for record in event.get("Records") or []:
-        if not handle_record(record):
+        time_left = remaining_ms() / 1000 - LAMBDA_SAFETY_SECONDS if remaining_ms else None
+        if not handle_record(record, time_left):
             failures.append({"itemIdentifier": record["messageId"]})
     return {"batchItemFailures": failures}
 
@@ -49,10 +57,17 @@ def backoff_seconds(attempt: int, settings: Settings, retry_after: float | None 
     return min(delay, settings.retry_max_seconds)
 
 
-def handle_record(record: dict[str, Any]) -> bool:
-    """Handle one SQS record; True when the message may be deleted."""
+def handle_record(record: dict[str, Any], time_left: float | None = None) -> bool:
+    """Handle one SQS record within ``time_left`` seconds; True when the message may be deleted."""
     watch = Stopwatch()
     settings = get_settings()
+    budget = settings.worker_call_timeout_seconds * 2
+    if time_left is not None:
+        if time_left < 1:
+            # Not enough time to try: hand the record back at once for the next invocation.
+            _delay_redelivery(record, 0, {"message_id": record.get("messageId")})
+            return False
+        budget = min(budget, time_left)
     receive_count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", 1))
     try:
         job = retry_queue.parse_job(record["body"])
@@ -68,7 +83,7 @@ def handle_record(record: dict[str, Any]) -> bool:
         what = "platform" if connector is None else "tenant"
         return _dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured", job=job), fields)
 
-    deadline = Deadline(settings.worker_call_timeout_seconds * 2, call_timeout=settings.worker_call_timeout_seconds)
+    deadline = Deadline(budget, call_timeout=settings.worker_call_timeout_seconds)
     try:
         outcome = pipeline.run(connector, Event.from_dict(job.event), tenant, settings, deadline, job.stage, job.payload)
     except pipeline.Interrupted as interrupted:

@@ -18,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from chalicelib.errors import describe_validation_error
 from chalicelib.logs import set_level as set_log_level
 
 
@@ -117,10 +118,7 @@ def load_settings(environ: dict[str, str] | os._Environ) -> Settings:
     try:
         return Settings(**{name.lower(): value for name, value in values.items()})
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']).upper()}: {err['msg']}" for err in exc.errors()
-        )
-        raise SettingsError(f"invalid settings: {problems}") from None
+        raise SettingsError(f"invalid settings: {describe_validation_error(exc, upper=True)}") from None
 
 
 def _secret_values(secret_id: str, names: set[str]) -> dict[str, str]:

@@ -27,6 +27,7 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from chalicelib.errors import describe_validation_error
 from chalicelib.settings import Settings, SettingsError, get_settings, parse_json_document
 
 DEFAULT_TENANT_ID = "default"
@@ -136,8 +137,7 @@ def load_directory(settings: Settings) -> TenantDirectory:
     try:
         document = TenantsDocument.model_validate(parse_json_document(text, source))
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-        raise SettingsError(f"invalid tenants document ({source}): {problems}") from None
+        raise SettingsError(f"invalid tenants document ({source}): {describe_validation_error(exc)}") from None
     return TenantDirectory(document.tenants)
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from chalice.local import LambdaContext
 from chalice.test import Client
 
 from tests.emulators.fullwhere import FullwhereEmulator
@@ -24,7 +25,10 @@ from tests.emulators.ubereats import UberEatsEmulator
 from tests.support import aws as local_aws
 from tests.support.signing import deliveroo_headers, ubereats_headers
 
+ROOT = Path(__file__).parent.parent
 FIXTURES = Path(__file__).parent / "fixtures"
+WORKER_TIMEOUT_SECONDS = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"][
+    "lambda_functions"]["retry_worker"]["lambda_timeout"]
 
 FULLWHERE_KEY, FULLWHERE_SECRET = "test-key", "test-secret"
 DELIVEROO_SECRET = "deliveroo-webhook-secret"
@@ -118,7 +122,12 @@ class Bridge:
 
     # -- the retry side ------------------------------------------------------------------------
     def invoke_worker(self, event: dict) -> Any:
-        return self.client.lambda_.invoke("retry_worker", event).payload
+        """Invoke the worker as Lambda does. (``client.lambda_.invoke`` would give it a context with a fixed
+        3 s timeout instead of the configured one, and the worker plans its batch by that clock.)"""
+        from app import app
+
+        context = LambdaContext("retry_worker", memory_size=512, max_runtime_ms=WORKER_TIMEOUT_SECONDS * 1000)
+        return app.handler_map["retry_worker"](event, context)
 
     def drain(self, timeout: float = 15.0) -> int:
         return self.poller.drain(timeout=timeout)

@@ -3,7 +3,7 @@ and when neither the import nor the queue works, the platform is told to deliver
 
 from __future__ import annotations
 
-from tests.conftest import MEWS_ENTERPRISE, fixture_bytes, fixture_json
+from tests.conftest import fixture_bytes, fixture_json
 from tests.emulators.base import Fault
 from tests.test_mews import CUSTOMER_ID, add_customer, webhook
 
@@ -152,3 +152,24 @@ def test_deliveroo_guest_ledger_failure_is_retried(bridge):
     bridge.configure(aws_endpoint_url_dynamodb=bridge.endpoint)
     bridge.drain()
     assert [c["deliverooId"] for c in bridge.customers()] == ["loyalty:LOY-778899"]
+
+
+def test_worker_hands_back_records_it_has_no_time_for(bridge):
+    """Near the Lambda timeout, records are returned untouched instead of being cut off mid-import."""
+    from chalicelib.retry_worker import handle_batch
+
+    add_customer(bridge)
+    bridge.fullwhere.faults.add(Fault("status", status=503), times=1)
+    bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+
+    from tests.support.aws import client
+
+    sqs = client("sqs", bridge.endpoint)
+    messages = sqs.receive_message(QueueUrl=bridge.retry_url, AttributeNames=["All"])["Messages"]
+    event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                          "attributes": m["Attributes"]} for m in messages]}
+    imports_before = len(bridge.fullwhere.requests_matching(path="/partners/customer"))
+    assert handle_batch(event, remaining_ms=lambda: 2500) == {"batchItemFailures": [{"itemIdentifier": messages[0]["MessageId"]}]}
+    assert len(bridge.fullwhere.requests_matching(path="/partners/customer")) == imports_before  # not attempted
+    assert handle_batch(event, remaining_ms=lambda: 60_000) == {"batchItemFailures": []}
+    assert len(bridge.customers()) == 1

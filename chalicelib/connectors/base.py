@@ -23,9 +23,9 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 
-from chalicelib.errors import malformed
+from chalicelib.errors import describe_validation_error, malformed, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
 from chalicelib.http import Deadline
 from chalicelib.settings import Settings
@@ -91,8 +91,17 @@ class Context:
         return self.tenant.phone_region or self.settings.default_phone_region
 
 
+class PayloadModel(BaseModel):
+    """Base of the platforms' payload models: unknown fields are ignored (platforms add fields without
+    notice) and numbers are accepted where an id string is expected."""
+
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+
+
 class Connector(ABC):
     name: ClassVar[str]
+    # The setting holding the secret or token that authenticates this platform's webhooks.
+    secret_setting: ClassVar[str]
     # The Fullwhere field that holds this platform's customer id (deliverooId, ubereatsId, ...).
     id_field: ClassVar[str]
     # The acknowledgement the platform expects.
@@ -100,9 +109,16 @@ class Connector(ABC):
     ack_body: ClassVar[str] = ""
     ack_content_type: ClassVar[str] = "text/plain"
 
-    @abstractmethod
     def configured(self, settings: Settings) -> bool:
         """Whether the secret needed to verify this platform's webhooks is set (never reveals it)."""
+        return bool(getattr(settings, self.secret_setting))
+
+    def webhook_secret(self, settings: Settings) -> str:
+        """The verification secret; an unconfigured platform accepts nothing (401), rather than anything."""
+        secret = getattr(settings, self.secret_setting)
+        if not secret:
+            raise unauthorized(f"{self.secret_setting.upper()} is not configured")
+        return secret
 
     @abstractmethod
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
@@ -142,7 +158,4 @@ def validate(model: type[BaseModel], data: Any, what: str) -> Any:
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in err['loc']) or 'body'}: {err['msg']}" for err in exc.errors()[:5]
-        )
-        raise malformed(f"{what}: {problems}") from None
+        raise malformed(f"{what}: {describe_validation_error(exc, limit=5)}") from None

@@ -18,10 +18,9 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict
-
 from chalicelib.connectors.base import (
     Connector,
+    PayloadModel,
     Context,
     Event,
     ParsedWebhook,
@@ -42,26 +41,22 @@ LEGACY_EVENTS = ("new_order", "cancel_order")
 NOT_SERVED_STATUSES = ("rejected",)
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
-
-
-class Loyalty(_Lenient):
+class Loyalty(PayloadModel):
     loyalty_id: str | None = None
     card_number: str | None = None
 
 
-class Customer(_Lenient):
+class Customer(PayloadModel):
     first_name: str | None = None
     loyalty: Loyalty | None = None
     order_frequency_at_site: str | None = None
 
 
-class Delivery(_Lenient):
+class Delivery(PayloadModel):
     customer_name: str | None = None
 
 
-class Order(_Lenient):
+class Order(PayloadModel):
     id: str
     location_id: str | None = None
     restaurant_id: str | None = None
@@ -73,11 +68,11 @@ class Order(_Lenient):
     delivery: Delivery | None = None
 
 
-class OrderBody(_Lenient):
+class OrderBody(PayloadModel):
     order: Order | None = None
 
 
-class Envelope(_Lenient):
+class Envelope(PayloadModel):
     event: str
     body: OrderBody | None = None
     order: Order | None = None  # order.status_update puts the order at the top level
@@ -85,15 +80,11 @@ class Envelope(_Lenient):
 
 class DeliverooConnector(Connector):
     name = "deliveroo"
+    secret_setting = "deliveroo_webhook_secret"
     id_field = "deliverooId"
 
-    def configured(self, settings: Settings) -> bool:
-        return bool(settings.deliveroo_webhook_secret)
-
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        secret = settings.deliveroo_webhook_secret
-        if not secret:
-            raise unauthorized("Deliveroo webhook secret not configured")
+        secret = self.webhook_secret(settings)
         guid = request.header("x-deliveroo-sequence-guid")
         signature = request.header("x-deliveroo-hmac-sha256")
         if not guid or not signature:

@@ -18,11 +18,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from chalicelib import __version__
 from chalicelib.connectors.base import (
     Connector,
+    PayloadModel,
     Context,
     Event,
     ParsedWebhook,
@@ -46,20 +47,16 @@ CLIENT_NAME = f"FullwhereBridge {__version__}"
 CIVILITIES = {"Mister": "Mr.", "Miss": "Ms.", "Misses": "Mrs."}
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
-
-
-class EntityRef(_Lenient):
+class EntityRef(PayloadModel):
     Id: str = Field(min_length=1)
 
 
-class WebhookEvent(_Lenient):
+class WebhookEvent(PayloadModel):
     Discriminator: str
     Value: EntityRef | None = None
 
 
-class GeneralWebhook(_Lenient):
+class GeneralWebhook(PayloadModel):
     EnterpriseId: str = Field(min_length=1)
     IntegrationId: str | None = None
     Events: list[WebhookEvent]
@@ -67,15 +64,11 @@ class GeneralWebhook(_Lenient):
 
 class MewsConnector(Connector):
     name = "mews"
+    secret_setting = "mews_webhook_token"
     id_field = "mewsId"
 
-    def configured(self, settings: Settings) -> bool:
-        return bool(settings.mews_webhook_token)
-
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        if not settings.mews_webhook_token:
-            raise unauthorized("Mews webhook token not configured")
-        if not equal(request.query.get("Token"), settings.mews_webhook_token):
+        if not equal(request.query.get("Token"), self.webhook_secret(settings)):
             raise unauthorized("Mews Token query parameter missing or wrong")
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:

@@ -21,10 +21,9 @@ import time
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import BaseModel, ConfigDict
-
 from chalicelib.connectors.base import (
     Connector,
+    PayloadModel,
     Context,
     Event,
     ParsedWebhook,
@@ -43,16 +42,12 @@ IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
 WHAT = "Uber Eats API"
 
 
-class _Lenient(BaseModel):
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
-
-
-class Meta(_Lenient):
+class Meta(PayloadModel):
     user_id: str | None = None
     resource_id: str | None = None
 
 
-class Notification(_Lenient):
+class Notification(PayloadModel):
     event_id: str
     event_type: str
     meta: Meta | None = None
@@ -61,18 +56,15 @@ class Notification(_Lenient):
 
 class UberEatsConnector(Connector):
     name = "ubereats"
+    secret_setting = "ubereats_client_secret"
     id_field = "ubereatsId"
 
-    def configured(self, settings: Settings) -> bool:
-        return bool(settings.ubereats_client_secret)
-
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        if not settings.ubereats_client_secret:
-            raise unauthorized("Uber Eats client secret not configured")
+        secret = self.webhook_secret(settings)
         signature = request.header("x-uber-signature")
         if not signature:
             raise unauthorized("missing X-Uber-Signature")
-        if not hex_signature_matches(settings.ubereats_client_secret, request.body, signature):
+        if not hex_signature_matches(secret, request.body, signature):
             raise unauthorized("Uber Eats signature does not match")
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:

@@ -16,27 +16,32 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-# Fullwhere's customer has one id field per source platform.
-PLATFORM_ID_FIELDS = (
-    "zenchefId",
-    "ubereatsId",
-    "deliverooId",
-    "zeltyId",
-    "sevenroomsId",
-    "metaId",
-    "mewsId",
-    "oracleId",
-    "partoucheId",
-    "comoId",
-    "theForkId",
-    "chr365Id",
-)
-
 # The language enum's values are not published; its example ("af") points to ISO 639-1 codes.
 LANGUAGE_PATTERN = r"^[a-z]{2}$"
 
 
-class CustomerImport(BaseModel):
+class PlatformIds(BaseModel):
+    """The per-platform customer ids, shared by the import body and the customer record."""
+
+    zenchefId: str | None = None
+    ubereatsId: str | None = None
+    deliverooId: str | None = None
+    zeltyId: str | None = None
+    sevenroomsId: str | None = None
+    metaId: str | None = None
+    mewsId: str | None = None
+    oracleId: str | None = None
+    partoucheId: str | None = None
+    comoId: str | None = None
+    theForkId: str | None = None
+    chr365Id: str | None = None
+
+
+# Fullwhere's customer has one id field per source platform.
+PLATFORM_ID_FIELDS = tuple(PlatformIds.model_fields)
+
+
+class CustomerImport(PlatformIds):
     """Body of ``POST /partners/customer``: every field optional and nullable."""
 
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -53,19 +58,6 @@ class CustomerImport(BaseModel):
     metadata: dict[str, str] | None = None
     smsOptin: bool | None = None
     emailOptin: bool | None = None
-
-    zenchefId: str | None = None
-    ubereatsId: str | None = None
-    deliverooId: str | None = None
-    zeltyId: str | None = None
-    sevenroomsId: str | None = None
-    metaId: str | None = None
-    mewsId: str | None = None
-    oracleId: str | None = None
-    partoucheId: str | None = None
-    comoId: str | None = None
-    theForkId: str | None = None
-    chr365Id: str | None = None
 
     @field_validator("email")
     @classmethod
@@ -95,7 +87,7 @@ class CustomerImport(BaseModel):
         return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()[:32]
 
 
-class PartnerCustomer(BaseModel):
+class PartnerCustomer(PlatformIds):
     """A customer as ``GET /partners/customer`` (and, in practice, the import) returns it."""
 
     model_config = ConfigDict(extra="allow")
@@ -115,18 +107,6 @@ class PartnerCustomer(BaseModel):
     civility: str | None = None
     emailOptin: bool | None = None
     smsOptin: bool | None = None
-    zenchefId: str | None = None
-    ubereatsId: str | None = None
-    deliverooId: str | None = None
-    zeltyId: str | None = None
-    sevenroomsId: str | None = None
-    metaId: str | None = None
-    mewsId: str | None = None
-    oracleId: str | None = None
-    partoucheId: str | None = None
-    comoId: str | None = None
-    theForkId: str | None = None
-    chr365Id: str | None = None
     type: str | None = None
     feedbackCount: float | None = None
     purchaseCount: float | None = None
