@@ -15,6 +15,13 @@ def webhook(platform):
     return webhooks.handle_webhook(platform, request.raw_body, dict(request.headers), request.query_params)
 
 
+# Verification handshakes (Meta sends GET ?hub.mode=subscribe&hub.challenge=...).
+@app.route("/webhooks/{platform}", methods=["GET"])
+def webhook_handshake(platform):
+    request = app.current_request
+    return webhooks.handle_handshake(platform, dict(request.headers), request.query_params)
+
+
 @app.route("/health", methods=["GET"])
 def health():
     return webhooks.health()

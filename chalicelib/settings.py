@@ -64,6 +64,39 @@ class Settings(BaseModel):
     mews_access_token: str | None = Field(default=None, repr=False)
     mews_api_url: str = "https://api.mews.com"
 
+    # --- TheFork (B2B API) ---
+    thefork_webhook_token: str | None = Field(default=None, repr=False)
+    thefork_client_id: str | None = None
+    thefork_client_secret: str | None = Field(default=None, repr=False)
+    thefork_api_url: str = "https://api.thefork.io/manager"
+    thefork_auth_url: str = "https://auth.thefork.io"
+    # --- end TheFork ---
+
+    # --- Meta Lead Ads ---
+    meta_verify_token: str | None = Field(default=None, repr=False)
+    meta_app_secret: str | None = Field(default=None, repr=False)
+    meta_page_access_token: str | None = Field(default=None, repr=False)
+    meta_graph_url: str = "https://graph.facebook.com/v21.0"
+    # --- end Meta Lead Ads ---
+
+    # --- SevenRooms ---
+    sevenrooms_webhook_token: str | None = Field(default=None, repr=False)
+    # --- end SevenRooms ---
+
+    # --- Zelty ---
+    zelty_webhook_secret: str | None = Field(default=None, repr=False)
+    # --- end Zelty ---
+
+    # --- Oracle (OPERA Cloud polling, Simphony notifications) ---
+    oracle_client_secret: str | None = Field(default=None, repr=False)
+    simphony_hmac_keys: str | None = Field(default=None, repr=False)
+    # --- end Oracle ---
+
+    # --- Declarative sources (Como, Groupe Partouche, Chr365, Zenchef, ...) ---
+    sources_file: str | None = None
+    sources_secret_id: str | None = None
+    # --- end declarative sources ---
+
     tenants_file: str | None = None
     tenants_secret_id: str | None = None
     secrets_id: str | None = None
@@ -75,10 +108,11 @@ class Settings(BaseModel):
     def _upper_region(cls, value: str) -> str:
         return value.strip().upper()
 
-    @field_validator("fullwhere_api_url", "ubereats_api_url", "ubereats_auth_url", "mews_api_url")
+    @field_validator("*")
     @classmethod
-    def _no_trailing_slash(cls, value: str) -> str:
-        return value.rstrip("/")
+    def _no_trailing_slash(cls, value: object, info) -> object:
+        # Every *_url setting is a base URL that paths are appended to.
+        return value.rstrip("/") if isinstance(value, str) and info.field_name.endswith("_url") else value
 
 
 class SettingsError(RuntimeError):

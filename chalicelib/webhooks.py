@@ -96,6 +96,22 @@ def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: 
                     headers={"Content-Type": connector.ack_content_type})
 
 
+def handle_handshake(platform: str, headers: dict, query: dict | None) -> Response:
+    """A ``GET`` on a webhook URL: the platform's verification handshake, where it has one."""
+    connector = get_connector(platform)
+    if connector is None:
+        return error_response(404, "unknown_platform", f"no connector for platform {platform[:40]!r}")
+    request = WebhookRequest(platform=platform, body=b"", headers={k.lower(): v for k, v in (headers or {}).items()},
+                             query=dict(query or {}))
+    try:
+        status, body, content_type = connector.handshake(request, get_settings())
+    except SettingsError as exc:
+        log("failed", platform=platform, status=503, reason=str(exc), level=logging.ERROR)
+        return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
+    log("handshake", platform=platform, status=status)
+    return Response(body=body, status_code=status, headers={"Content-Type": content_type})
+
+
 def _process_inline(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
     """Run one event; True when it is imported, ignored, skipped, queued or dead-lettered (i.e. safe)."""
     fields = {"platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "attempt": 1}

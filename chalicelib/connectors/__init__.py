@@ -8,12 +8,28 @@ from __future__ import annotations
 
 from chalicelib.connectors.base import Connector
 from chalicelib.connectors.deliveroo import DeliverooConnector
+from chalicelib.connectors.meta import MetaLeadAdsConnector
 from chalicelib.connectors.mews import MewsConnector
+from chalicelib.connectors.oracle import OracleOperaConnector
+from chalicelib.connectors.sevenrooms import SevenRoomsConnector
+from chalicelib.connectors.simphony import OracleSimphonyConnector
+from chalicelib.connectors.thefork import TheForkConnector
 from chalicelib.connectors.ubereats import UberEatsConnector
+from chalicelib.connectors.zelty import ZeltyConnector
 
 _CONNECTORS: dict[str, Connector] = {
     connector.name: connector
-    for connector in (DeliverooConnector(), UberEatsConnector(), MewsConnector())
+    for connector in (
+        DeliverooConnector(),
+        UberEatsConnector(),
+        MewsConnector(),
+        TheForkConnector(),
+        MetaLeadAdsConnector(),
+        SevenRoomsConnector(),
+        ZeltyConnector(),
+        OracleOperaConnector(),
+        OracleSimphonyConnector(),
+    )
 }
 
 

@@ -128,6 +128,13 @@ class Connector(ABC):
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         """Events from a verified body; raise :func:`~chalicelib.errors.malformed` with a reason."""
 
+    def handshake(self, request: WebhookRequest, settings: Settings) -> tuple[int, str, str]:
+        """Answer a ``GET`` on the webhook URL: ``(status, body, content type)``.
+
+        Most platforms never send one; those with a verification handshake (Meta) override this.
+        """
+        return 405, '{"error": "method_not_allowed", "reason": "this platform sends webhooks with POST"}', "application/json"
+
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
         """The guest record behind ``event``; ``None`` when there is no guest to import."""
         return event.data
