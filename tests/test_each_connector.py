@@ -117,3 +117,15 @@ def test_duplicate_delivery_is_one_customer(bridge, scenario):
     for _ in range(3):
         assert scenario.send(bridge).status_code == 200
     assert imported_ids(bridge, scenario) == [scenario.guest_id]
+
+
+def test_connector_signs_requests_the_way_it_verifies_them(bridge, scenario):
+    """``sign`` (used by the command-line tools) must produce what the platform would send."""
+    from chalicelib.connectors import get_connector
+    from chalicelib.settings import get_settings
+
+    body = fixture_bytes({"deliveroo": "deliveroo/order_new_loyalty.json", "ubereats": "ubereats/orders_notification.json",
+                          "mews": "mews/general_webhook.json"}[scenario.platform])
+    headers, query = get_connector(scenario.platform).sign(body, get_settings())
+    path = f"/webhooks/{scenario.platform}" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
+    assert bridge.client.http.post(path, headers=headers, body=body).status_code == 200

@@ -16,6 +16,7 @@ is skipped rather than imported as a new nameless customer on every order.
 from __future__ import annotations
 
 import re
+import uuid
 from typing import Any
 
 from chalicelib.connectors.base import (
@@ -32,7 +33,7 @@ from chalicelib.errors import malformed, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
 from chalicelib.normalise import clean_text, display_name
 from chalicelib.settings import Settings
-from chalicelib.signatures import hex_signature_matches
+from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
 
 IMPORTED_EVENTS = ("order.new", "order.status_update", "new_order")
 # The deprecated POS webhooks, signed with the " \n " separator.
@@ -97,6 +98,11 @@ class DeliverooConnector(Connector):
             if isinstance(document, dict) and document.get("event") in LEGACY_EVENTS:
                 return
         raise unauthorized("Deliveroo signature does not match")
+
+    def sign(self, body: bytes, settings: Settings, guid: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
+        guid = guid or uuid.uuid4().hex
+        signature = hmac_sha256_hex(self.webhook_secret(settings), guid.encode() + b" " + body)
+        return {"X-Deliveroo-Sequence-Guid": guid, "X-Deliveroo-Hmac-Sha256": signature}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         envelope = validate(Envelope, load_json(request.body), "Deliveroo webhook")

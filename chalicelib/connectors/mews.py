@@ -71,6 +71,9 @@ class MewsConnector(Connector):
         if not equal(request.query.get("Token"), self.webhook_secret(settings)):
             raise unauthorized("Mews Token query parameter missing or wrong")
 
+    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+        return {}, {"Token": self.webhook_secret(settings)}
+
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         document = load_json(request.body)
         if isinstance(document, dict) and "Action" in document and "Events" not in document:

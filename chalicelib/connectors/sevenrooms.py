@@ -18,6 +18,9 @@ class SevenRoomsConnector(Connector):
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
         raise unauthorized("sevenrooms connector not implemented yet")
 
+    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+        raise NotImplementedError
+
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         raise NotImplementedError
 

@@ -36,7 +36,7 @@ from chalicelib.fullwhere.models import CustomerImport
 from chalicelib.http import Deadline, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name
 from chalicelib.settings import Settings
-from chalicelib.signatures import hex_signature_matches
+from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
 
 IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
 WHAT = "Uber Eats API"
@@ -66,6 +66,9 @@ class UberEatsConnector(Connector):
             raise unauthorized("missing X-Uber-Signature")
         if not hex_signature_matches(secret, request.body, signature):
             raise unauthorized("Uber Eats signature does not match")
+
+    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+        return {"X-Uber-Signature": hmac_sha256_hex(self.webhook_secret(settings), body)}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         notification = validate(Notification, load_json(request.body), "Uber Eats webhook")
