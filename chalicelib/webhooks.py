@@ -42,7 +42,10 @@ def error_response(status: int, error: str, reason: str) -> Response:
 
 def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: dict | None) -> Response:
     watch = Stopwatch()
-    connector = get_connector(platform)
+    try:
+        connector = get_connector(platform)
+    except SettingsError as exc:
+        return _misconfigured(platform, exc)
     if connector is None:
         log("rejected", platform=platform[:40], status=404, reason="unknown platform")
         return error_response(404, "unknown_platform", f"no connector for platform {platform[:40]!r}")
@@ -66,9 +69,7 @@ def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: 
         log("rejected", platform=platform, status=rejected.status, reason=rejected.reason, latency_ms=watch.ms())
         return error_response(rejected.status, rejected.error, rejected.reason)
     except SettingsError as exc:
-        # A configuration mistake must not lose events: 503 makes the platform deliver again later.
-        log("failed", platform=platform, status=503, reason=str(exc), level=logging.ERROR)
-        return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
+        return _misconfigured(platform, exc)
 
     log("verified", platform=platform, events=len(parsed.events), ignored=len(parsed.ignored))
     for kind in parsed.ignored:
@@ -96,18 +97,23 @@ def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: 
                     headers={"Content-Type": connector.ack_content_type})
 
 
+def _misconfigured(platform: str, exc: SettingsError) -> Response:
+    # A configuration mistake must not lose events: 503 makes the platform deliver again later.
+    log("failed", platform=platform[:40], status=503, reason=str(exc), level=logging.ERROR)
+    return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
+
+
 def handle_handshake(platform: str, headers: dict, query: dict | None) -> Response:
     """A ``GET`` on a webhook URL: the platform's verification handshake, where it has one."""
-    connector = get_connector(platform)
-    if connector is None:
-        return error_response(404, "unknown_platform", f"no connector for platform {platform[:40]!r}")
-    request = WebhookRequest(platform=platform, body=b"", headers={k.lower(): v for k, v in (headers or {}).items()},
-                             query=dict(query or {}))
     try:
+        connector = get_connector(platform)
+        if connector is None:
+            return error_response(404, "unknown_platform", f"no connector for platform {platform[:40]!r}")
+        request = WebhookRequest(platform=platform, body=b"", headers={k.lower(): v for k, v in (headers or {}).items()},
+                                 query=dict(query or {}))
         status, body, content_type = connector.handshake(request, get_settings())
     except SettingsError as exc:
-        log("failed", platform=platform, status=503, reason=str(exc), level=logging.ERROR)
-        return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
+        return _misconfigured(platform, exc)
     log("handshake", platform=platform, status=status)
     return Response(body=body, status_code=status, headers={"Content-Type": content_type})
 
@@ -160,12 +166,13 @@ def health() -> dict:
 
     try:
         settings = get_settings()
+        connectors = all_connectors()
     except SettingsError as exc:
         return {"status": "misconfigured", "version": __version__, "reason": str(exc)}
     return {
         "status": "ok",
         "version": __version__,
-        "platforms": {connector.name: {"configured": connector.configured(settings)} for connector in all_connectors()},
+        "platforms": {connector.name: {"configured": connector.configured(settings)} for connector in connectors},
         "retry_queue": bool(settings.retry_queue_url),
         "dead_letter_queue": bool(settings.dead_letter_queue_url),
         "identity_ledger": bool(settings.identity_table),

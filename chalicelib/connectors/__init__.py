@@ -1,7 +1,8 @@
 """The registry of platform connectors: one module per platform, listed here once.
 
 Adding a platform = writing ``chalicelib/connectors/<platform>.py`` with a
-:class:`~chalicelib.connectors.base.Connector` subclass and adding it to ``_CONNECTORS``.
+:class:`~chalicelib.connectors.base.Connector` subclass and adding it to ``_CONNECTORS``; or, for a
+platform described by configuration alone, adding it to the sources document (:mod:`chalicelib.sources`).
 """
 
 from __future__ import annotations
@@ -34,12 +35,32 @@ _CONNECTORS: dict[str, Connector] = {
 
 
 def get_connector(platform: str) -> Connector | None:
-    return _CONNECTORS.get(platform)
+    """The built-in connector, else the declarative source of that name (may raise SettingsError)."""
+    return _CONNECTORS.get(platform) or _declarative().get(platform)
 
 
-def platform_names() -> list[str]:
+def builtin_names() -> list[str]:
     return list(_CONNECTORS)
 
 
+def platform_names() -> list[str]:
+    return [*_CONNECTORS, *_declarative()]
+
+
 def all_connectors() -> list[Connector]:
-    return list(_CONNECTORS.values())
+    return [*_CONNECTORS.values(), *_declarative().values()]
+
+
+_declarative_cache: tuple[object, dict[str, Connector]] | None = None
+
+
+def _declarative() -> dict[str, Connector]:
+    """One connector per declarative source, rebuilt only when the sources are reloaded."""
+    global _declarative_cache
+    from chalicelib.connectors.declarative import DeclarativeConnector
+    from chalicelib.sources import get_sources
+
+    sources = get_sources()
+    if _declarative_cache is None or _declarative_cache[0] is not sources:
+        _declarative_cache = (sources, {name: DeclarativeConnector(source) for name, source in sources.items()})
+    return _declarative_cache[1]

@@ -1,0 +1,222 @@
+"""The generic connector behind every declarative source (see :mod:`chalicelib.sources`).
+
+One instance per source in the sources document: it verifies with the declared scheme, finds the
+events with JMESPath, optionally fetches the guest by id, and maps it with the declared expressions,
+through the same normalisation as the built-in connectors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from typing import Any
+from urllib.parse import quote
+
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest, load_json
+from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.fullwhere.models import CustomerImport
+from chalicelib.http import raise_for_status, send
+from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
+from chalicelib.settings import Settings
+from chalicelib.signatures import equal, hmac_digest, standard_webhooks_signature, standard_webhooks_valid
+from chalicelib.sources import HmacAuth, NoAuth, Source, StandardWebhooksAuth, TokenAuth, expand_placeholders
+
+
+def search(expression: str | None, data: Any) -> Any:
+    if expression is None:
+        return None
+    import jmespath  # only declarative sources use it
+
+    return jmespath.search(expression, data)
+
+
+class DeclarativeConnector(Connector):
+    secret_setting = ""  # the secret is declared in the source itself
+
+    def __init__(self, source: Source):
+        self.source = source
+        self.name = source.name
+        self.id_field = source.id_field
+        self.ack_status = source.ack.status
+        self.ack_body = source.ack.body
+        self.ack_content_type = source.ack.content_type
+
+    # -- authentication --------------------------------------------------------------------------
+    def configured(self, settings: Settings) -> bool:
+        return isinstance(self.source.auth, NoAuth) or bool(self.source.auth.secret_value())
+
+    def webhook_secret(self, settings: Settings) -> str:
+        secret = None if isinstance(self.source.auth, NoAuth) else self.source.auth.secret_value()
+        if not secret:
+            raise unauthorized(f"the secret of source {self.name!r} is not configured")
+        return secret
+
+    def verify(self, request: WebhookRequest, settings: Settings) -> None:
+        auth = self.source.auth
+        if isinstance(auth, NoAuth):
+            return  # explicitly declared: this source is authenticated by nothing
+        secret = self.webhook_secret(settings)
+        if isinstance(auth, HmacAuth):
+            given = request.header(auth.header)
+            if not given:
+                raise unauthorized(f"missing {auth.header}")
+            expected = auth.prefix + hmac_digest(secret.encode(), self._signed(auth, request), auth.algorithm, auth.encoding)
+            if auth.encoding == "hex":
+                given, expected = given.strip().lower(), expected.lower()
+            if not equal(given.strip(), expected):
+                raise unauthorized(f"{auth.header} does not match")
+        elif isinstance(auth, TokenAuth):
+            given = request.query.get(auth.query) if auth.query else request.header(auth.header)
+            if not equal(given, secret):
+                raise unauthorized("token missing or wrong")
+        elif isinstance(auth, StandardWebhooksAuth):
+            if not standard_webhooks_valid(secret, request.headers, request.body, auth.tolerance_seconds):
+                raise unauthorized("Standard Webhooks signature missing, wrong or outside the time tolerance")
+
+    @staticmethod
+    def _signed(auth: HmacAuth, request: WebhookRequest) -> bytes:
+        """The bytes the sender signed, from the declared template (the body stays raw bytes)."""
+        before, _, after = auth.signed.partition("{body}")
+
+        def render(template: str) -> bytes:
+            text = re.sub(r"\{header:([A-Za-z0-9_-]+)\}", lambda m: request.header(m.group(1)) or "", template)
+            text = re.sub(r"\{query:([A-Za-z0-9_.-]+)\}", lambda m: request.query.get(m.group(1), ""), text)
+            return text.encode()
+
+        return render(before) + request.body + render(after)
+
+    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
+        auth = self.source.auth
+        if isinstance(auth, NoAuth):
+            return {}, {}
+        secret = self.webhook_secret(settings)
+        if isinstance(auth, TokenAuth):
+            return ({}, {auth.query: secret}) if auth.query else ({auth.header: secret}, {})
+        if isinstance(auth, StandardWebhooksAuth):
+            message_id, timestamp = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
+            return {"webhook-id": message_id, "webhook-timestamp": timestamp,
+                    "webhook-signature": standard_webhooks_signature(secret, message_id, timestamp, body)}, {}
+        if "{header:" in auth.signed or "{query:" in auth.signed:
+            raise NotImplementedError(f"source {self.name!r} signs headers or query values: sign it with its sender")
+        signature = hmac_digest(secret.encode(), body, auth.algorithm, auth.encoding)
+        return {auth.header: auth.prefix + signature}, {}
+
+    # -- events ----------------------------------------------------------------------------------
+    def parse(self, request: WebhookRequest) -> ParsedWebhook:
+        source = self.source
+        document = load_json(request.body)
+        found = search(source.events, document)
+        if isinstance(found, dict):
+            found = [found]
+        if not isinstance(found, list):
+            raise malformed(f"{self.name} webhook: no events at {source.events!r}")
+        events, ignored = [], []
+        for item in found:
+            if not isinstance(item, dict):
+                raise malformed(f"{self.name} webhook: an event at {source.events!r} is not an object")
+            event_type = clean_text(_scalar(search(source.event_type, item)))
+            if source.import_events is not None and event_type not in source.import_events:
+                ignored.append(event_type or "(no type)")
+                continue
+            guest_id = self._guest_id(item)
+            event_id = clean_text(_scalar(search(source.event_id, item))) or _digest(item)
+            events.append(Event(
+                event_id=event_id,
+                kind=event_type or self.name,
+                account_id=clean_text(_scalar(search(source.account_id, item))),
+                data=item,
+                guest_key=f"id:{guest_id}" if guest_id else None,
+            ))
+        return ParsedWebhook(events=events, ignored=ignored)
+
+    def _guest_id(self, item: dict[str, Any]) -> str | None:
+        expression = self.source.fetch.id if self.source.fetch else self.source.mapping.id
+        return clean_text(_scalar(search(expression, item)))
+
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
+        spec = self.source.fetch
+        if spec is None:
+            return event.data
+        guest_id = clean_text(_scalar(search(spec.id, event.data)))
+        if not guest_id:
+            raise PermanentError(f"{self.name}: no id at {spec.id!r} to fetch the guest with")
+        what = f"{self.name} API"
+        url = expand_placeholders(spec.url.replace("{id}", quote(guest_id, safe="")), f"source {self.name!r} fetch url")
+        headers = {key: expand_placeholders(value, f"source {self.name!r} header {key}") for key, value in spec.headers.items()}
+        body = _render_body(spec.body, guest_id, self.name) if spec.method == "POST" else None
+        response = send(spec.method, url, context.deadline, what=what, headers=headers, json=body)
+        if response.status_code in spec.not_found_statuses:
+            raise PermanentError(f"{what} has no guest with this id ({response.status_code})")
+        raise_for_status(response, what)
+        try:
+            document = response.json()
+        except ValueError:
+            raise RetryableError(f"{what} answered 2xx with a body that is not JSON") from None
+        guest = search(spec.result, document)
+        if not isinstance(guest, dict):
+            raise PermanentError(f"{what} answered without a guest at {spec.result!r}")
+        return guest
+
+    def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
+        mapping = self.source.mapping
+        text = {name: clean_text(_scalar(search(getattr(mapping, name), guest)))
+                for name in ("firstName", "lastName", "displayName", "civility", "company", "description")}
+        civility = text["civility"]
+        if civility and mapping.civility_map:
+            civility = mapping.civility_map.get(civility, civility)
+        metadata = {"source": self.name}
+        for key, expression in mapping.metadata.items():
+            value = clean_text(_scalar(search(expression, guest)))
+            if value:
+                metadata[key] = value
+        phone_region = clean_text(_scalar(search(mapping.phone_region, guest)))
+        return CustomerImport(**{
+            "firstName": text["firstName"],
+            "lastName": text["lastName"],
+            "displayName": text["displayName"] or display_name(text["firstName"], text["lastName"]),
+            "civility": civility,
+            "company": text["company"],
+            "description": text["description"],
+            "email": normalise_email(_scalar(search(mapping.email, guest))),
+            "phoneNumber": normalise_phone(_scalar(search(mapping.phoneNumber, guest)), context.phone_region, phone_region),
+            "language": language_code(_scalar(search(mapping.language, guest))),
+            "emailOptin": _consent(search(mapping.emailOptin, guest)),
+            "smsOptin": _consent(search(mapping.smsOptin, guest)),
+            self.id_field: clean_text(_scalar(search(mapping.id, guest))),
+            "metadata": metadata,
+        })
+
+
+def _scalar(value: Any) -> Any:
+    """Numbers become strings (ids are often numeric); objects and lists are not a field's value."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _consent(value: Any) -> bool | None:
+    """An explicit yes/no only; anything else is "not stated" (None), never a guess."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.strip().lower() in ("true", "yes", "1", "false", "no", "0"):
+        return value.strip().lower() in ("true", "yes", "1")
+    return None
+
+
+def _digest(item: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def _render_body(template: Any, guest_id: str, name: str) -> Any:
+    if isinstance(template, str):
+        return expand_placeholders(template.replace("{id}", guest_id), f"source {name!r} fetch body")
+    if isinstance(template, dict):
+        return {key: _render_body(value, guest_id, name) for key, value in template.items()}
+    if isinstance(template, list):
+        return [_render_body(value, guest_id, name) for value in template]
+    return template

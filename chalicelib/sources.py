@@ -1,0 +1,329 @@
+"""Declarative sources: connect a platform by configuration alone.
+
+Some platforms publish no webhook specification (Como, Groupe Partouche, Chr365), or one known only
+second-hand (Zenchef). Each of them is described in the *sources document* (JSON or YAML, from the file
+named by ``SOURCES_FILE`` or the Secrets Manager secret named by ``SOURCES_SECRET_ID``), and served by
+the one generic :class:`~chalicelib.connectors.declarative.DeclarativeConnector`::
+
+    sources:
+      - name: zenchef                 # the route: POST /webhooks/zenchef
+        preset: zenchef               # optional: start from a shipped preset (chalicelib/presets/)
+        auth: {type: hmac, header: X-Zenchef-Signature, secret_env: ZENCHEF_WEBHOOK_SECRET}
+        # everything below may come from the preset, and any of it may be overridden here
+        id_field: zenchefId
+        events: "[@]"                 # JMESPath: the list of events in the body
+        event_type: event             # JMESPath in one event
+        import_events: [booking.created, booking.changed]
+        event_id: booking.uid
+        account_id: restaurant_id     # tenant routing
+        fetch: {...}                  # optional follow-up call when the push carries only an id
+        mapping: {firstName: booking.first_name, email: booking.email, id: booking.customer_uid, ...}
+
+Authentication is always declared in the document (presets never guess it): ``hmac`` (header,
+algorithm, hex or base64, optional prefix, and what is signed), ``token`` (a query parameter or a
+header), ``standard_webhooks`` (https://www.standardwebhooks.com), or ``none``, which must be written
+out explicitly. Secrets are given inline (when the document lives in Secrets Manager) or by naming an
+environment variable with ``secret_env``; ``${NAME}`` in fetch URLs, headers and bodies is read from
+the environment at call time.
+
+The document is validated at load; an error names the field (``sources.0.mapping.email: ...``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from chalicelib.errors import describe_validation_error
+from chalicelib.fullwhere.models import PLATFORM_ID_FIELDS
+from chalicelib.settings import Settings, SettingsError, get_settings
+
+PRESETS_DIR = Path(__file__).parent / "presets"
+NAME_PATTERN = r"^[a-z][a-z0-9_-]{1,39}$"
+_PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
+
+# Customer fields a mapping may fill, besides "id" (the platform id) and "metadata".
+MAPPED_FIELDS = ("firstName", "lastName", "displayName", "email", "phoneNumber", "civility", "language",
+                 "company", "description", "emailOptin", "smsOptin")
+
+
+def _compile(expression: str) -> str:
+    import jmespath
+    from jmespath.exceptions import JMESPathError
+
+    try:
+        jmespath.compile(expression)
+    except JMESPathError as exc:
+        raise ValueError(f"invalid JMESPath expression {expression!r}: {str(exc).splitlines()[0]}") from None
+    return expression
+
+
+def expand_placeholders(text: str, what: str) -> str:
+    """Replace ``${NAME}`` with the environment variable NAME; a missing one is a configuration error."""
+
+    def value(match: re.Match) -> str:
+        found = os.environ.get(match.group(1))
+        if not found:
+            raise SettingsError(f"{what} needs the environment variable {match.group(1)}, which is not set")
+        return found
+
+    return _PLACEHOLDER.sub(value, text)
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SecretRef(_Strict):
+    secret: str | None = Field(default=None, repr=False)
+    secret_env: str | None = Field(default=None, pattern=r"^[A-Z][A-Z0-9_]*$")
+
+    @model_validator(mode="after")
+    def _one_secret(self):
+        if (self.secret is None) == (self.secret_env is None):
+            raise ValueError("give exactly one of secret (inline) or secret_env (an environment variable)")
+        return self
+
+    def secret_value(self) -> str | None:
+        return self.secret if self.secret is not None else os.environ.get(self.secret_env or "") or None
+
+
+class HmacAuth(SecretRef):
+    type: Literal["hmac"]
+    header: str = Field(min_length=1)
+    algorithm: Literal["sha1", "sha256", "sha512"] = "sha256"
+    encoding: Literal["hex", "base64"] = "hex"
+    prefix: str = ""
+    # What is signed: "{body}" (default), or a template such as "{header:X-Timestamp}.{body}".
+    signed: str = "{body}"
+
+    @field_validator("signed")
+    @classmethod
+    def _template(cls, value: str) -> str:
+        if "{body}" not in value:
+            raise ValueError("the signed template must contain {body}")
+        leftovers = re.sub(r"\{body\}|\{header:[A-Za-z0-9_-]+\}|\{query:[A-Za-z0-9_.-]+\}", "", value)
+        if "{" in leftovers or "}" in leftovers:
+            raise ValueError("the signed template may only use {body}, {header:Name} and {query:name}")
+        return value
+
+
+class TokenAuth(SecretRef):
+    type: Literal["token"]
+    query: str | None = None
+    header: str | None = None
+
+    @model_validator(mode="after")
+    def _one_place(self):
+        if (self.query is None) == (self.header is None):
+            raise ValueError("a token is carried in exactly one of query or header")
+        return self
+
+
+class StandardWebhooksAuth(SecretRef):
+    type: Literal["standard_webhooks"]
+    tolerance_seconds: int = Field(default=300, ge=1, le=3600)
+
+
+class NoAuth(_Strict):
+    type: Literal["none"]
+
+
+Auth = HmacAuth | TokenAuth | StandardWebhooksAuth | NoAuth
+
+
+class Fetch(_Strict):
+    """A follow-up call for pushes that carry only an id."""
+
+    id: str  # JMESPath in the event: the id to fetch
+    url: str  # template: {id} is the URL-encoded id, ${NAME} an environment variable
+    method: Literal["GET", "POST"] = "GET"
+    headers: dict[str, str] = Field(default_factory=dict)
+    body: Any = None  # JSON template for POST; "{id}" in any string is replaced by the id
+    result: str = "@"  # JMESPath in the response: the guest object
+    not_found_statuses: list[int] = Field(default_factory=lambda: [404])
+
+    @field_validator("id", "result")
+    @classmethod
+    def _expression(cls, value: str) -> str:
+        return _compile(value)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        if not re.match(r"^(https?://|\$\{[A-Z][A-Z0-9_]*\})", value):
+            raise ValueError("url must start with http(s):// or a ${NAME} placeholder")
+        return value
+
+
+class Mapping(_Strict):
+    """JMESPath expressions evaluated on the guest (the event, or the fetch result)."""
+
+    id: str | None = None  # the platform's customer id → the source's id_field
+    firstName: str | None = None
+    lastName: str | None = None
+    displayName: str | None = None
+    email: str | None = None
+    phoneNumber: str | None = None
+    phone_region: str | None = None  # where a region code for national phone numbers is found
+    civility: str | None = None
+    civility_map: dict[str, str] = Field(default_factory=dict)
+    language: str | None = None
+    company: str | None = None
+    description: str | None = None
+    emailOptin: str | None = None
+    smsOptin: str | None = None
+    metadata: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("id", "phone_region", *MAPPED_FIELDS)
+    @classmethod
+    def _expression(cls, value: str | None) -> str | None:
+        return None if value is None else _compile(value)
+
+    @field_validator("metadata")
+    @classmethod
+    def _metadata_expressions(cls, value: dict[str, str]) -> dict[str, str]:
+        for key, expression in value.items():
+            try:
+                _compile(expression)
+            except ValueError as exc:
+                raise ValueError(f"metadata {key!r}: {exc}") from None
+        return value
+
+
+class Ack(_Strict):
+    status: int = Field(default=200, ge=200, le=299)
+    body: str = ""
+    content_type: str = "text/plain"
+
+
+class Source(_Strict):
+    name: str = Field(pattern=NAME_PATTERN)
+    preset: str | None = None
+    auth: Auth = Field(discriminator="type")
+    id_field: Literal[PLATFORM_ID_FIELDS]  # type: ignore[valid-type]
+    events: str = "[@]"
+    event_type: str | None = None
+    import_events: list[str] | None = None
+    event_id: str | None = None
+    account_id: str | None = None
+    fetch: Fetch | None = None
+    mapping: Mapping
+    ack: Ack = Field(default_factory=Ack)
+
+    @field_validator("events", "event_type", "event_id", "account_id")
+    @classmethod
+    def _expression(cls, value: str | None) -> str | None:
+        return None if value is None else _compile(value)
+
+    @model_validator(mode="after")
+    def _types_need_a_type(self):
+        if self.import_events is not None and self.event_type is None:
+            raise ValueError("import_events needs event_type")
+        return self
+
+
+class SourcesDocument(_Strict):
+    sources: list[Source]
+
+    @model_validator(mode="after")
+    def _unique(self):
+        names = [source.name for source in self.sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"source names must be unique: {duplicates}")
+        from chalicelib.connectors import builtin_names
+
+        clashes = sorted(set(names) & set(builtin_names()))
+        if clashes:
+            raise ValueError(f"{clashes} already name built-in connectors")
+        return self
+
+
+def load_preset(name: str) -> dict[str, Any]:
+    path = PRESETS_DIR / f"{name}.json"
+    if not re.fullmatch(NAME_PATTERN, name) or not path.is_file():
+        known = sorted(p.stem for p in PRESETS_DIR.glob("*.json"))
+        raise ValueError(f"unknown preset {name!r}; known presets: {known}")
+    # Keys starting with "_" are the preset's own notes.
+    return {key: value for key, value in json.loads(path.read_text(encoding="utf-8")).items() if not key.startswith("_")}
+
+
+def _merge(base: Any, override: Any) -> Any:
+    """``override`` on top of ``base``: objects merge key by key, anything else is replaced."""
+    if isinstance(base, dict) and isinstance(override, dict):
+        return {**base, **{key: _merge(base.get(key), value) for key, value in override.items()}}
+    return override
+
+
+def _with_preset(entry: Any) -> Any:
+    """A source entry with its preset's values underneath (the entry's own values win)."""
+    if not isinstance(entry, dict) or not entry.get("preset"):
+        return entry
+    return _merge(load_preset(str(entry["preset"])), entry)
+
+
+def parse_document(text: str, source: str) -> SourcesDocument:
+    data = _parse_text(text, source)
+    try:
+        if isinstance(data, dict) and isinstance(data.get("sources"), list):
+            data = {**data, "sources": [_with_preset(entry) for entry in data["sources"]]}
+        return SourcesDocument.model_validate(data)
+    except ValueError as exc:  # pydantic's ValidationError, or an unknown preset
+        detail = describe_validation_error(exc) if isinstance(exc, ValidationError) else str(exc)
+        raise SettingsError(f"invalid sources document ({source}): {detail}") from None
+
+
+def _parse_text(text: str, source: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as json_error:
+        if text.lstrip().startswith(("{", "[")):
+            raise SettingsError(f"{source} is not valid JSON: {json_error.msg} at line {json_error.lineno}") from None
+    import yaml  # only for YAML documents
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"{source} is neither JSON nor valid YAML ({type(exc).__name__})") from None
+
+
+def load_sources(settings: Settings) -> list[Source]:
+    if settings.sources_file:
+        path = Path(settings.sources_file)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except OSError as exc:
+            raise SettingsError(f"cannot read SOURCES_FILE {path}: {exc.strerror}") from None
+        return parse_document(text, f"SOURCES_FILE {path.name}").sources
+    if settings.sources_secret_id:
+        from chalicelib import aws
+
+        return parse_document(aws.read_secret(settings.sources_secret_id), "SOURCES_SECRET_ID").sources
+    return []
+
+
+_lock = threading.Lock()
+_sources: dict[str, Source] | None = None
+
+
+def get_sources() -> dict[str, Source]:
+    """The container's declarative sources by name, loaded (and validated) on first use."""
+    global _sources
+    if _sources is None:
+        with _lock:
+            if _sources is None:
+                _sources = {source.name: source for source in load_sources(get_settings())}
+    return _sources
+
+
+def reset_sources() -> None:
+    global _sources
+    with _lock:
+        _sources = None
