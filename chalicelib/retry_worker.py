@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import random
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
 from typing import Any
 
@@ -39,13 +40,32 @@ LAMBDA_SAFETY_SECONDS = 3.0
 
 
 def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None = None) -> dict[str, list[dict[str, str]]]:
-    """Handle a batch; ``remaining_ms`` is the Lambda context's clock, when there is one."""
-    failures = []
-    for record in event.get("Records") or []:
+    """Handle a batch, its records concurrently (at most ``WORKER_CONCURRENCY`` at a time).
+
+    Each record is answered on its own: the response lists exactly the records that must come back.
+    ``remaining_ms`` is the Lambda context's clock, when there is one.
+    """
+    records = event.get("Records") or []
+    if not records:
+        return {"batchItemFailures": []}
+    workers = max(1, min(len(records), get_settings().worker_concurrency))
+
+    def handle(record: dict[str, Any]) -> bool:
         time_left = remaining_ms() / 1000 - LAMBDA_SAFETY_SECONDS if remaining_ms else None
-        if not handle_record(record, time_left):
-            failures.append({"itemIdentifier": record["messageId"]})
-    return {"batchItemFailures": failures}
+        try:
+            return handle_record(record, time_left)
+        except Exception:  # a bug or a broken configuration: this record comes back, the others stand
+            log("failed", "unexpected error in the retry worker", level=logging.ERROR, exc_info=True,
+                message_id=record.get("messageId"))
+            return False
+
+    if workers == 1:
+        done = [handle(record) for record in records]
+    else:
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="retry") as pool:
+            done = list(pool.map(handle, records))
+    return {"batchItemFailures": [{"itemIdentifier": record["messageId"]}
+                                  for record, ok in zip(records, done) if not ok]}
 
 
 def backoff_seconds(attempt: int, settings: Settings, retry_after: float | None = None) -> float:

@@ -42,6 +42,8 @@ class Settings(BaseModel):
     inline_budget_seconds: float = Field(default=3.0, gt=0, le=25)
     # Timeout of one call from the retry worker (it has no platform waiting on it).
     worker_call_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
+    # Records of one retry batch processed at the same time (a backlog drains ~this much faster).
+    worker_concurrency: int = Field(default=10, ge=1, le=10)
     # Retry policy: the worker dead-letters an event itself on its MAX_ATTEMPTS-th receive (with the
     # last error as reason); the queue's redrive policy (maxReceiveCount) is the safety net behind it.
     max_attempts: int = Field(default=8, ge=1, le=100)
@@ -76,19 +78,77 @@ class Settings(BaseModel):
     meta_verify_token: str | None = Field(default=None, repr=False)
     meta_app_secret: str | None = Field(default=None, repr=False)
     meta_page_access_token: str | None = Field(default=None, repr=False)
-    meta_graph_url: str = "https://graph.facebook.com/v21.0"
+    # v25.0: the version Meta's own "Retrieving Leads" page uses; available until 2028-07-29
+    # (v21.0 is retired on 2027-01-21). The lead read call is the same in every listed version.
+    meta_graph_url: str = "https://graph.facebook.com/v25.0"
+    # Extra field_data keys (custom or localised questions) to read as one of Meta's standard keys,
+    # e.g. {"phone_number": ["numero_whatsapp"]}; tried before the built-in aliases. JSON.
+    meta_field_aliases: dict[str, list[str]] | None = None
+    # Which custom disclaimer checkboxes (checkbox_key) state marketing consent, e.g.
+    # {"emailOptin": ["newsletter"], "smsOptin": ["sms_offers"]}. Unset: no opt-in is ever mapped. JSON.
+    meta_consent_checkboxes: dict[str, list[str]] | None = None
+
+    @field_validator("meta_field_aliases", "meta_consent_checkboxes", mode="before")
+    @classmethod
+    def _meta_json_object(cls, value: object, info) -> object:
+        allowed = {
+            "meta_field_aliases": ("email", "phone_number", "first_name", "last_name", "full_name", "company_name"),
+            "meta_consent_checkboxes": ("emailOptin", "smsOptin"),
+        }[info.field_name]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object ({exc.msg})") from None
+        if isinstance(value, dict) and not set(value) <= set(allowed):
+            raise ValueError(f"keys must be among {', '.join(allowed)}")
+        return value
     # --- end Meta Lead Ads ---
 
     # --- SevenRooms ---
-    sevenrooms_webhook_token: str | None = Field(default=None, repr=False)
+    # How SevenRooms' push is authenticated is not public: `token` = our secret in the URL (?token=),
+    # `hmac` = an HMAC-SHA256 of the raw body keyed with the same secret, in SEVENROOMS_SIGNATURE_HEADER.
+    sevenrooms_auth: str = Field(default="token", pattern=r"^(?i:token|hmac)$")
+    sevenrooms_webhook_secret: str | None = Field(default=None, repr=False)
+    sevenrooms_signature_header: str = "X-SevenRooms-Signature"
+    sevenrooms_signature_encoding: str = Field(default="hex", pattern=r"^(?i:hex|base64)$")
+    # API credentials for the client fetch (language, salutation, marketing consent); unset = no fetch.
+    sevenrooms_client_id: str | None = None
+    sevenrooms_client_secret: str | None = Field(default=None, repr=False)
+    sevenrooms_api_url: str = "https://api.sevenrooms.com/2_4"
+    # reservation_sms_opt_in reads as consent to reservation SMS (reminders), not marketing: it fills
+    # smsOptin only if this is set to true (after SevenRooms confirms it is marketing consent).
+    sevenrooms_sms_optin_is_marketing: bool = False
     # --- end SevenRooms ---
 
     # --- Zelty ---
+    # The secret_key we chose when registering the v2 webhooks (POST /webhooks); it keys the HMAC.
     zelty_webhook_secret: str | None = Field(default=None, repr=False)
+    # JSON: where the customer object is for which event names, and which of its keys holds each
+    # field. Unset = the documented defaults (chalicelib/connectors/zelty.py, docs/platforms.md).
+    zelty_customer_paths: str | None = None
     # --- end Zelty ---
 
     # --- Oracle (OPERA Cloud polling, Simphony notifications) ---
+    # OPERA Cloud pushes nothing: the scheduled `oracle_pull` Lambda dequeues its business events from
+    # OHIP. These are the default tenant's values; a tenants document gives them per hotel (its
+    # `oracle` accounts are hotel codes, each with any of gateway_url, client_id, client_secret,
+    # app_key, enterprise_id, external_system_code).
+    oracle_gateway_url: str | None = None
+    oracle_client_id: str | None = None
     oracle_client_secret: str | None = Field(default=None, repr=False)
+    oracle_app_key: str | None = Field(default=None, repr=False)
+    oracle_enterprise_id: str | None = None
+    oracle_scope: str = "urn:opc:hgbu:ws:__myscopes__"
+    oracle_external_system_code: str | None = None
+    oracle_hotel_ids: str | None = None  # comma-separated hotel codes polled for the default tenant
+    oracle_profile_events: str = "NEW PROFILE,UPDATE PROFILE"
+    oracle_pull_max_events: int = Field(default=200, ge=1, le=10000)
+    oracle_pull_budget_seconds: float = Field(default=240.0, gt=0, le=900)
+    oracle_email_optin_flag: str = "optInEmail"
+    oracle_sms_optin_flag: str = "optInSms"
+    oracle_relay_email_domains: str = "guest.booking.com,m.expediapartnercentral.com,agoda-messaging.com"
+    # Simphony STS Gen2 notifications: JSON object {"<Key-Id>": "<base64 hmacKey>", ...}.
     simphony_hmac_keys: str | None = Field(default=None, repr=False)
     # --- end Oracle ---
 

@@ -3,6 +3,8 @@ and when neither the import nor the queue works, the platform is told to deliver
 
 from __future__ import annotations
 
+import json
+
 from tests.conftest import fixture_bytes, fixture_json
 from tests.emulators.base import Fault
 from tests.test_mews import CUSTOMER_ID, add_customer, webhook
@@ -173,3 +175,39 @@ def test_worker_hands_back_records_it_has_no_time_for(bridge):
     assert len(bridge.fullwhere.requests_matching(path="/partners/customer")) == imports_before  # not attempted
     assert handle_batch(event, remaining_ms=lambda: 60_000) == {"batchItemFailures": []}
     assert len(bridge.customers()) == 1
+
+
+def test_a_batch_is_processed_concurrently_with_exact_partial_failures(bridge):
+    """Ten jobs against a Fullwhere answering in 300 ms finish in far less than ten times that, and only
+    the records that really failed are reported."""
+    import time as clock
+
+    from chalicelib.retry_worker import handle_batch
+    from tests.support.aws import client
+
+    for index in range(10):
+        add_customer(bridge, f"cust-{index}", Email=f"guest{index}@example.org", Phone=None)
+    bridge.fullwhere.faults.always(Fault("status", status=503))
+    for index in range(10):
+        bridge.send_mews(webhook(("CustomerAdded", f"cust-{index}")))
+    bridge.fullwhere.faults.clear()
+    bridge.fullwhere.faults.add(Fault("status", status=500), times=3)  # three of the ten fail again
+    bridge.fullwhere.latency = 0.3
+
+    sqs = client("sqs", bridge.endpoint)
+    messages = []
+    while len(messages) < 10:
+        messages += sqs.receive_message(QueueUrl=bridge.retry_url, MaxNumberOfMessages=10,
+                                        AttributeNames=["All"])["Messages"]
+    event = {"Records": [{"messageId": m["MessageId"], "receiptHandle": m["ReceiptHandle"], "body": m["Body"],
+                          "attributes": m["Attributes"]} for m in messages]}
+    started = clock.monotonic()
+    failures = handle_batch(event)["batchItemFailures"]
+    elapsed = clock.monotonic() - started
+
+    assert len(failures) == 3 and len(bridge.customers()) == 7
+    imported = {c["mewsId"] for c in bridge.customers()}
+    failed_jobs = {json.loads(m["Body"])["event"]["data"]["customer_id"] for m in messages
+                   if {"itemIdentifier": m["MessageId"]} in failures}
+    assert failed_jobs.isdisjoint(imported) and len(failed_jobs | imported) == 10
+    assert elapsed < 1.5, f"10 records took {elapsed:.2f}s: not processed concurrently"
