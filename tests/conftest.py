@@ -49,14 +49,14 @@ def fixture_json(name: str) -> Any:
 
 def reset_bridge_state() -> None:
     """Forget everything the bridge caches per container (settings, tenants, clients, tokens)."""
-    from chalicelib import aws, http, settings, tenants
-    from chalicelib.connectors import ubereats
+    from chalicelib import aws, http, settings, sources, tenants, tokens
 
     settings.reset_settings()
+    sources.reset_sources()
     tenants.reset_directory()
     aws.reset_clients()
     http.reset_http_client()
-    ubereats._tokens.clear()
+    tokens.clear_all_token_caches()
 
 
 @pytest.fixture(scope="session")
@@ -188,6 +188,30 @@ def bridge(moto_endpoint, emulators, monkeypatch):
 # Every value below appears in a fixture or a setting. The bridge's log lines (JSON on stdout) of every
 # test in the suite are scanned for them, so any scenario that leaks one fails the test that ran it.
 FORBIDDEN_IN_LOGS = (
+    # sevenrooms
+    "sevenrooms-hook-secret-5b1e", "sevenrooms-api-secret-c07d", "not-the-secret", "forged-token", "Jon", "Snow",
+    "jsnow@srdemo.com", "212-555-7056", "2125557056", "555 7056", "Arya", "Stark", "arya.stark@srdemo.com",
+    "Arya.Stark@srdemo.com", "jon.snow@winterfell.example", "JON.SNOW@Winterfell.example", "direwolves",
+    # oracle (OPERA Cloud) and simphony
+    "opera-client-secret-7c1", "opera-client-b-secret-93e", "41ecd082-8997-4c69-af34-2f72b83645ff",
+    "5d1f2a3b-4c5d-4e6f-8a9b-0c1d2e3f4a5b", "c2ltcGhvbnktdGVzdC1rZXktMzItYnl0ZXMtbG9uZyEh", "Thomas", "Jonathan",
+    "eg@example.com", "info@example.com", "415 555 0100", "4155550100", "anna.martin@example.fr", "Martin",
+    # thefork
+    "thefork-url-token-NN8ul7c3", "thefork-client-secret-7d2e", "thefork-tenant-secret-91ac", "wrong-token-value-42",
+    "NN8ul7c3wRE0hYP2XPOhyYDRQnyHFMJq", "Camille.Durand@Exemple.fr", "camille.durand@exemple.fr", "Durand",
+    "71 23 45 89", "671234589", "other@example.org", "7946 0958", "79460958", "030 901820", "30901820",
+    # zelty
+    "zelty-secret-key-7c41", "zelty-api-key-19ab", "Camille.Durand@Example.fr", "camille.durand@example.fr",
+    "698765432", "98 76 54 32", "Hugo", "Bernard", "hugo.bernard@example.fr", "781234567", "81 23 45 67",
+    # declarative sources
+    "como-hook-secret", "partouche-url-token", "chr365-hmac-secret", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", "como-key",
+    "jane@email.com", "2128782328", "camille.moreau@example.fr", "Camille", "Moreau", "23 45 67 89", "623456789",
+    "louis.garnier@example.fr", "Garnier", "781223344", "ines.roux@example.fr", "611223344", "hugo.petit@example.fr",
+    # meta (names with accents are also listed by their ASCII part: logs escape non-ASCII characters)
+    "meta-app-secret-5c1e", "meatyhamhock", "meta-page-token-77aa", "meta-page-token-other-31bf", "revoked-token",
+    "Joe", "joe@example.com", "Élodie", "lodie", "Dupré", "Dupr", "Elodie.Dupre@Exemple.fr", "elodie.dupre@exemple.fr",
+    "06 12 34 56 78", "Lucía", "Garc", "LUCIA@EXAMPLE.ES", "lucia@example.es", "871 23 45 67", "871234567", "Rossi",
+    "anna@example.it", "a@example.com", "b@example.com", "guest@hotel.example", "Nobody",
     FULLWHERE_SECRET, "tenant-b-secret", DELIVEROO_SECRET, UBER_CLIENT_SECRET, MEWS_WEBHOOK_TOKEN,
     MEWS_CLIENT_TOKEN, MEWS_ACCESS_TOKEN,
     "j.smith@example.com", "J.Smith@Example.com", "first@example.com", "second@example.com", "jane@example.com",

@@ -16,8 +16,6 @@ is stable across orders (docs/platforms.md).
 
 from __future__ import annotations
 
-import threading
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -37,6 +35,7 @@ from chalicelib.http import Deadline, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name
 from chalicelib.settings import Settings
 from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.tokens import TokenCache
 
 IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
 WHAT = "Uber Eats API"
@@ -91,7 +90,7 @@ class UberEatsConnector(Connector):
         settings = context.settings
         url = f"{settings.ubereats_api_url}/v2/eats/order/{quote(event.data['order_id'], safe='')}"
         for attempt in (1, 2):
-            token = _tokens.get(settings, context.deadline)
+            token = _token(settings, context.deadline)
             response = send(
                 "GET", url, context.deadline, what=WHAT,
                 headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
@@ -143,57 +142,35 @@ def eater_id(order: dict[str, Any], first_name: str | None) -> str | None:
     return clean_text(matching[0]["id"]) if len(matching) == 1 else None
 
 
-class _TokenCache:
-    """Client-credentials tokens, one per (auth URL, client id, scope), kept until 5 minutes before expiry."""
-
-    MARGIN_SECONDS = 300
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str, str], tuple[str, float]] = {}
-
-    def get(self, settings: Settings, deadline: Deadline) -> str:
-        if not settings.ubereats_client_id or not settings.ubereats_client_secret:
-            raise PermanentError("Uber Eats client id or secret not configured")
-        key = (settings.ubereats_auth_url, settings.ubereats_client_id, settings.ubereats_scope)
-        with self._lock:
-            cached = self._tokens.get(key)
-            if cached and cached[1] > time.monotonic():
-                return cached[0]
-            token, lifetime = self._request(settings, deadline)
-            self._tokens[key] = (token, time.monotonic() + max(0.0, lifetime - self.MARGIN_SECONDS))
-            return token
-
-    def invalidate(self, token: str) -> None:
-        with self._lock:
-            self._tokens = {key: value for key, value in self._tokens.items() if value[0] != token}
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tokens.clear()
-
-    @staticmethod
-    def _request(settings: Settings, deadline: Deadline) -> tuple[str, float]:
-        what = "Uber Eats token endpoint"
-        response = send(
-            "POST", f"{settings.ubereats_auth_url}/oauth/v2/token", deadline, what=what,
-            data={
-                "client_id": settings.ubereats_client_id,
-                "client_secret": settings.ubereats_client_secret,
-                "grant_type": "client_credentials",
-                "scope": settings.ubereats_scope,
-            },
-        )
-        raise_for_status(response, what)
-        body = _json_object(response) or {}
-        token = body.get("access_token")
-        if not isinstance(token, str) or not token:
-            raise RetryableError(f"{what} answered without an access_token")
-        expires_in = body.get("expires_in")
-        return token, float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
+def _token(settings: Settings, deadline: Deadline) -> str:
+    if not settings.ubereats_client_id or not settings.ubereats_client_secret:
+        raise PermanentError("Uber Eats client id or secret not configured")
+    key = (settings.ubereats_auth_url, settings.ubereats_client_id, settings.ubereats_scope)
+    return _tokens.get(key, lambda: _request_token(settings, deadline))
 
 
-_tokens = _TokenCache()
+def _request_token(settings: Settings, deadline: Deadline) -> tuple[str, float]:
+    what = "Uber Eats token endpoint"
+    response = send(
+        "POST", f"{settings.ubereats_auth_url}/oauth/v2/token", deadline, what=what,
+        data={
+            "client_id": settings.ubereats_client_id,
+            "client_secret": settings.ubereats_client_secret,
+            "grant_type": "client_credentials",
+            "scope": settings.ubereats_scope,
+        },
+    )
+    raise_for_status(response, what)
+    body = _json_object(response) or {}
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise RetryableError(f"{what} answered without an access_token")
+    expires_in = body.get("expires_in")
+    return token, float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
+
+
+# Uber limits client-credentials token requests to 100 an hour: keep each until 5 minutes before expiry.
+_tokens = TokenCache(margin_seconds=300)
 
 
 def _json_object(response) -> dict[str, Any] | None:

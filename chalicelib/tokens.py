@@ -1,0 +1,53 @@
+"""OAuth access tokens, cached per container.
+
+Several platform APIs (Uber Eats, TheFork, SevenRooms, Oracle OHIP) hand out client-credentials tokens
+that last from an hour to a month, and some limit how often one may be requested (Uber: 100 an hour;
+TheFork asks not to renew early). A :class:`TokenCache` keeps each token until shortly before it
+expires, and serialises requests so a burst of webhooks on a cold container asks for one token, not ten.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import weakref
+from collections.abc import Callable, Hashable
+
+# Every cache, so tests (and nothing else) can forget all tokens at once.
+_caches: "weakref.WeakSet[TokenCache]" = weakref.WeakSet()
+
+
+class TokenCache:
+    def __init__(self, margin_seconds: float = 300.0, max_margin_fraction: float = 0.1):
+        """Tokens are renewed ``margin_seconds`` before expiry, but never earlier than
+        ``max_margin_fraction`` of their lifetime (a 60 s token is not renewed at once)."""
+        self._margin = margin_seconds
+        self._fraction = max_margin_fraction
+        self._lock = threading.Lock()
+        self._tokens: dict[Hashable, tuple[str, float]] = {}
+        _caches.add(self)
+
+    def get(self, key: Hashable, request: Callable[[], tuple[str, float]]) -> str:
+        """The cached token for ``key``, or a new one from ``request()`` → (token, lifetime in seconds)."""
+        with self._lock:
+            cached = self._tokens.get(key)
+            if cached and cached[1] > time.monotonic():
+                return cached[0]
+            token, lifetime = request()
+            keep = max(0.0, lifetime - min(self._margin, lifetime * self._fraction))
+            self._tokens[key] = (token, time.monotonic() + keep)
+            return token
+
+    def invalidate(self, token: str) -> None:
+        """Forget a token the API refused (revoked or expired early)."""
+        with self._lock:
+            self._tokens = {key: value for key, value in self._tokens.items() if value[0] != token}
+
+    def clear(self) -> None:
+        with self._lock:
+            self._tokens.clear()
+
+
+def clear_all_token_caches() -> None:
+    for cache in list(_caches):
+        cache.clear()
