@@ -88,7 +88,19 @@ def change_visibility(receipt_handle: str, seconds: float) -> None:
 
 
 def parse_job(body: str) -> RetryJob:
-    return RetryJob.model_validate(json.loads(body))
+    """A retry job from a message body; also accepts a dead letter moved back by a redrive.
+
+    A redrive (SQS's move task, or ``dlq redrive``) puts :class:`DeadLetter` messages back on the retry
+    queue as they are: the job inside is resumed, and a ``poisoned`` letter's verbatim body is read again.
+    """
+    document = json.loads(body)
+    if isinstance(document, dict) and "kind" in document and "reason" in document:
+        letter = DeadLetter.model_validate(document)
+        if letter.job is not None:
+            return letter.job
+        if letter.raw is not None:
+            return parse_job(letter.raw)
+    return RetryJob.model_validate(document)
 
 
 def _send(url: str, body: str, attributes: dict[str, str], delay_seconds: int = 0) -> None:

@@ -211,3 +211,22 @@ def test_a_batch_is_processed_concurrently_with_exact_partial_failures(bridge):
                    if {"itemIdentifier": m["MessageId"]} in failures}
     assert failed_jobs.isdisjoint(imported) and len(failed_jobs | imported) == 10
     assert elapsed < 1.5, f"10 records took {elapsed:.2f}s: not processed concurrently"
+
+
+def test_dead_letters_moved_back_by_a_redrive_are_resumed(bridge):
+    """A redrive moves dead letters back as they are: the worker resumes the job inside."""
+    from tests.support.aws import client
+
+    add_customer(bridge)
+    bridge.fullwhere.faults.add(Fault("status", status=400, body="temporary validation bug"), times=1)
+    bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+    sqs = client("sqs", bridge.endpoint)
+    [message] = sqs.receive_message(QueueUrl=bridge.dlq_url)["Messages"]
+    assert json.loads(message["Body"])["kind"] == "permanent"
+
+    sqs.send_message(QueueUrl=bridge.retry_url, MessageBody=message["Body"])  # what the move task does
+    sqs.delete_message(QueueUrl=bridge.dlq_url, ReceiptHandle=message["ReceiptHandle"])
+    bridge.drain()
+
+    assert [c["mewsId"] for c in bridge.customers()] == [CUSTOMER_ID]
+    assert bridge.dead_letters() == []
