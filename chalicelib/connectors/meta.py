@@ -1,13 +1,113 @@
-"""MetaLeadAds connector: NOT IMPLEMENTED YET (placeholder registered so the registry is stable while it is built)."""
+"""Meta (Facebook/Instagram) Lead Ads: ``leadgen`` webhooks of a Page, the lead read from the Graph API.
+
+Handshake [vendor docs]: when the webhook is configured, Meta sends ``GET ?hub.mode=subscribe&
+hub.challenge=...&hub.verify_token=...``; the token is compared in constant time with
+``META_VERIFY_TOKEN`` and the challenge echoed as text/plain (403 otherwise).
+
+Signature [second-hand]: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body keyed with the
+App Secret>`` (``META_APP_SECRET``). Only that header is accepted: the legacy SHA-1 ``X-Hub-Signature``
+is not. Meta's getting-started section on payload validation was not available to us; the scheme comes
+from a third-party capture of it (docs/platforms.md).
+
+Events [vendor docs]: ``object == "page"``, every ``entry[].changes[]`` with ``field == "leadgen"`` is
+one lead; its ``value`` carries ids only (``leadgen_id``, ``page_id``, ``form_id``, ``ad_id``,
+``adgroup_id``, ``created_time``). Other fields and objects are acknowledged and ignored. The lead is
+read with ``GET {META_GRAPH_URL}/{leadgen_id}`` and the Page's access token: the page's
+``page_access_token`` in the tenants document, or ``META_PAGE_ACCESS_TOKEN`` for the default tenant.
+``appsecret_proof`` is always sent, so the app may turn on "Require App Secret". Graph errors that
+Meta calls temporary (codes 1, 2, 4, 17, 32, 341, 613 or ``is_transient``) are retried even though
+they come as HTTP 400; other 4xx (unknown lead, expired token, missing permission) are permanent.
+
+Mapping: ``field_data`` keys are Meta's standard keys unless the advertiser customised them or asked a
+custom question, so keys are matched after normalisation against ordered alias lists (English, French,
+Spanish), plus ``META_FIELD_ALIASES``; see :data:`ALIASES` and docs/platforms.md. Opt-ins come only
+from the custom disclaimer checkboxes that ``META_CONSENT_CHECKBOXES`` names; otherwise null.
+
+Identity: Meta gives no stable person id in lead ads, only the lead (one form submission). The lead id
+is kept as ``metaId = "lead:<id>"`` for provenance when the lead has an email or a phone (Fullwhere
+merges those); a lead with neither is skipped, since its id would create one customer per submission.
+Meta delivers at least once and retries for 36 hours: a redelivered lead is fetched again and merged
+by Fullwhere into the same customer.
+"""
 
 from __future__ import annotations
 
+import json
+import re
+import unicodedata
 from typing import Any
+from urllib.parse import quote
 
-from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
-from chalicelib.errors import unauthorized
+from chalicelib.connectors.base import (
+    Connector,
+    Context,
+    Event,
+    ParsedWebhook,
+    PayloadModel,
+    WebhookRequest,
+    load_json,
+    validate,
+)
+from chalicelib.errors import PermanentError, RetryableError, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
+from chalicelib.http import parse_retry_after, raise_for_status, send
+from chalicelib.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.settings import Settings
+from chalicelib.signatures import equal, hex_signature_matches, hmac_sha256_hex
+
+WHAT = "Meta Graph API"
+SIGNATURE_HEADER = "X-Hub-Signature-256"
+SIGNATURE_PREFIX = "sha256="
+LEADGEN = "leadgen"
+# Lead-level fields only: ad fields (ad_id, campaign_id) need the ads_management permission, and the
+# webhook already carries the ad and form ids.
+LEAD_FIELDS = "id,created_time,form_id,field_data,custom_disclaimer_responses"
+# Graph error codes Meta's "Handling Errors" page calls temporary (downtime, throttling) [vendor docs],
+# plus the Page (32) and API (613) rate limits.
+TRANSIENT_GRAPH_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
+
+# field_data keys, normalised by _key(), in order of preference for each standard key. Meta's own
+# standard key comes first; then English, French and Spanish spellings of custom questions.
+ALIASES: dict[str, tuple[str, ...]] = {
+    "email": ("email", "e_mail", "email_address", "mail", "adresse_email", "adresse_e_mail", "adresse_mail",
+              "courriel", "correo", "correo_electronico", "work_email"),
+    "phone_number": ("phone_number", "phone", "telephone", "tel", "mobile", "mobile_phone", "cell_phone",
+                     "numero_de_telephone", "telephone_portable", "portable", "telefono", "numero_de_telefono",
+                     "movil", "celular", "work_phone_number"),
+    "first_name": ("first_name", "firstname", "given_name", "prenom", "nombre"),
+    "last_name": ("last_name", "lastname", "surname", "family_name", "nom", "nom_de_famille", "apellido",
+                  "apellidos"),
+    "full_name": ("full_name", "fullname", "name", "nom_complet", "nom_et_prenom", "prenom_et_nom",
+                  "nombre_completo", "nombre_y_apellido", "nombre_y_apellidos"),
+    "company_name": ("company_name", "company", "entreprise", "societe", "nom_de_l_entreprise", "empresa"),
+}
+CHECKED = {"1": True, "true": True, "yes": True, "": False, "0": False, "false": False, "no": False}
+
+
+class Notification(PayloadModel):
+    object: str
+
+
+class Change(PayloadModel):
+    field: str
+    value: Any = None
+
+
+class Entry(PayloadModel):
+    id: str | None = None
+    changes: list[Change] = []
+
+
+class PageNotification(Notification):
+    entry: list[Entry]
+
+
+class LeadgenValue(PayloadModel):
+    leadgen_id: str | None = None
+    page_id: str | None = None
+    form_id: str | None = None
+    ad_id: str | None = None
+    adgroup_id: str | None = None
 
 
 class MetaLeadAdsConnector(Connector):
@@ -15,14 +115,208 @@ class MetaLeadAdsConnector(Connector):
     secret_setting = "meta_app_secret"
     id_field = "metaId"
 
+    def handshake(self, request: WebhookRequest, settings: Settings) -> tuple[int, str, str]:
+        token_ok = equal(request.query.get("hub.verify_token"), settings.meta_verify_token)
+        if request.query.get("hub.mode") != "subscribe" or not token_ok:
+            return _forbidden("hub.mode must be subscribe and hub.verify_token must match META_VERIFY_TOKEN")
+        challenge = request.query.get("hub.challenge")
+        if not challenge:
+            return _forbidden("hub.challenge is missing")
+        return 200, challenge, "text/plain"
+
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        raise unauthorized("meta connector not implemented yet")
+        secret = self.webhook_secret(settings)
+        header = request.header(SIGNATURE_HEADER)
+        if not header:
+            raise unauthorized(f"missing {SIGNATURE_HEADER}")
+        header = header.strip()
+        if not header.startswith(SIGNATURE_PREFIX):
+            raise unauthorized(f"{SIGNATURE_HEADER} must be {SIGNATURE_PREFIX}<hex>")
+        if not hex_signature_matches(secret, request.body, header[len(SIGNATURE_PREFIX):]):
+            raise unauthorized("Meta signature does not match")
 
     def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        raise NotImplementedError
+        return {SIGNATURE_HEADER: SIGNATURE_PREFIX + hmac_sha256_hex(self.webhook_secret(settings), body)}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
-        raise NotImplementedError
+        document = load_json(request.body)
+        subscribed_object = validate(Notification, document, "Meta webhook").object
+        if subscribed_object != "page":
+            # Another object the app subscribed to (instagram, user, permissions, ...): no lead in it.
+            return ParsedWebhook(events=[], ignored=[subscribed_object[:40]])
+        notification = validate(PageNotification, document, "Meta webhook")
+        events: list[Event] = []
+        ignored: list[str] = []
+        for entry in notification.entry:
+            for change in entry.changes:
+                if change.field != LEADGEN:
+                    ignored.append(f"page:{change.field}")
+                    continue
+                value = validate(LeadgenValue, change.value, "Meta leadgen change")
+                if not value.leadgen_id:
+                    ignored.append("page:leadgen:no-leadgen_id")
+                    continue
+                events.append(Event(
+                    event_id=value.leadgen_id,
+                    kind=LEADGEN,
+                    account_id=value.page_id or entry.id,
+                    data=value.model_dump(exclude_none=True),
+                    guest_key=f"lead:{value.leadgen_id}",
+                ))
+            if not entry.changes:
+                ignored.append("page:no-changes")  # e.g. Messenger's entry[].messaging
+        return ParsedWebhook(events=events, ignored=ignored)
+
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
+        settings = context.settings
+        token = self._page_token(event, context)
+        params = {"fields": LEAD_FIELDS, "access_token": token}
+        if settings.meta_app_secret:
+            params["appsecret_proof"] = hmac_sha256_hex(settings.meta_app_secret, token.encode())
+        url = f"{settings.meta_graph_url}/{quote(event.data['leadgen_id'], safe='')}"
+        response = send("GET", url, context.deadline, what=WHAT, params=params)
+        _raise_for_graph_error(response)
+        lead = _json_object(response)
+        if lead is None:
+            raise RetryableError(f"{WHAT} answered 2xx without a JSON lead")
+        return lead
+
+    def _page_token(self, event: Event, context: Context) -> str:
+        token = context.credentials(self.name, event.account_id).get("page_access_token")
+        if not token and context.tenant.owns_every_account:
+            token = context.settings.meta_page_access_token
+        if not token:
+            raise PermanentError("no Page access token for this page (META_PAGE_ACCESS_TOKEN, or the page's "
+                                 "page_access_token in the tenants document)")
+        return token
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
-        raise NotImplementedError
+        settings = context.settings
+        answers = _answers(guest.get("field_data"))
+        aliases = _aliases(settings)
+        country = (_first(answers, ("country",)) or "").strip()  # Meta's standard question, assumed ISO 3166
+        region = country if len(country) == 2 else None
+        email = next(filter(None, (normalise_email(answers.get(k)) for k in aliases["email"])), None)
+        email = email or _only_email_value(answers)
+        phone = next(filter(None, (normalise_phone(answers.get(k), context.phone_region, region)
+                                   for k in aliases["phone_number"])), None)
+        first_name = clean_text(_first(answers, aliases["first_name"]))
+        last_name = clean_text(_first(answers, aliases["last_name"]))
+        if not first_name and not last_name:
+            first_name, last_name = split_full_name(_first(answers, aliases["full_name"]))
+        consent = settings.meta_consent_checkboxes or {}
+        responses = guest.get("custom_disclaimer_responses")
+        lead_id = clean_text(guest.get("id")) or event.data["leadgen_id"]
+        metadata = {
+            "source": "meta",
+            "metaLeadId": lead_id,
+            "metaPageId": event.account_id,
+            "metaFormId": clean_text(guest.get("form_id")) or event.data.get("form_id"),
+            "metaAdId": event.data.get("ad_id"),
+            "metaAdgroupId": event.data.get("adgroup_id"),
+            "metaLeadCreatedTime": clean_text(guest.get("created_time")),
+        }
+        return CustomerImport(
+            firstName=first_name,
+            lastName=last_name,
+            displayName=display_name(first_name, last_name),
+            email=email,
+            phoneNumber=phone,
+            company=clean_text(_first(answers, aliases["company_name"])),
+            emailOptin=checkbox_consent(responses, consent.get("emailOptin")),
+            smsOptin=checkbox_consent(responses, consent.get("smsOptin")),
+            # The lead id names a form submission, not a person: kept only beside an email or phone.
+            metaId=f"lead:{lead_id}" if (email or phone) else None,
+            metadata={key: value for key, value in metadata.items() if value},
+        )
+
+
+def _key(name: object) -> str:
+    """A field or checkbox key compared loosely: case, accents and punctuation folded (``E-mail`` → ``e_mail``,
+    ``Prénom`` → ``prenom``, ``Numéro de téléphone`` → ``numero_de_telephone``)."""
+    if not isinstance(name, str):
+        return ""
+    text = unicodedata.normalize("NFKD", name.casefold())
+    text = "".join(ch for ch in text if not unicodedata.combining(ch))
+    return re.sub(r"[\W_]+", "_", text).strip("_")
+
+
+def _answers(field_data: object) -> dict[str, str]:
+    """``field_data`` as normalised key → first non-empty value (the first field wins on a key clash)."""
+    answers: dict[str, str] = {}
+    for item in field_data if isinstance(field_data, list) else []:
+        if not isinstance(item, dict) or not isinstance(item.get("values"), list):
+            continue
+        value = next((v for v in item["values"] if isinstance(v, str) and v.strip()), None)
+        if value is not None:
+            answers.setdefault(_key(item.get("name")), value)
+    return answers
+
+
+def _aliases(settings: Settings) -> dict[str, tuple[str, ...]]:
+    """The built-in aliases, each list preceded by the operator's ``META_FIELD_ALIASES`` for that key."""
+    extra = settings.meta_field_aliases or {}
+    return {field: tuple(dict.fromkeys([*(_key(k) for k in extra.get(field, [])), *keys]))
+            for field, keys in ALIASES.items()}
+
+
+def _first(answers: dict[str, str], keys: tuple[str, ...]) -> str | None:
+    return next((answers[key] for key in keys if key in answers), None)
+
+
+def _only_email_value(answers: dict[str, str]) -> str | None:
+    """The email of a form whose email question has a key we don't know (``"эл._адрес"``): the one
+    email-shaped answer, if there is exactly one."""
+    emails = {email for value in answers.values() if (email := normalise_email(value))}
+    return emails.pop() if len(emails) == 1 else None
+
+
+def split_full_name(full_name: str | None) -> tuple[str | None, str | None]:
+    """``"Joe Example"`` → (``Joe``, ``Example``); the first word is the first name, the rest the last name."""
+    text = clean_text(full_name)
+    if not text:
+        return None, None
+    first, _, rest = text.partition(" ")
+    return first, rest or None
+
+
+def checkbox_consent(responses: object, checkbox_keys: list[str] | None) -> bool | None:
+    """The answer to the configured consent checkboxes: ``True`` if one is checked, ``False`` if those on
+    the form are all unchecked, ``None`` when none is configured or none was on the form."""
+    if not checkbox_keys or not isinstance(responses, list):
+        return None
+    wanted = {_key(key) for key in checkbox_keys}
+    states = [_checked(r.get("is_checked")) for r in responses
+              if isinstance(r, dict) and _key(r.get("checkbox_key")) in wanted]
+    states = [state for state in states if state is not None]
+    return any(states) if states else None
+
+
+def _checked(value: object) -> bool | None:
+    """Meta's ``is_checked`` is a string, ``"1"`` or ``""`` in its example; anything else unknown is no answer."""
+    if isinstance(value, bool):
+        return value
+    return CHECKED.get(value.strip().lower()) if isinstance(value, str) else None
+
+
+def _raise_for_graph_error(response) -> None:
+    """Graph answers throttling and outages as HTTP 400 with an error code: those are retried."""
+    if 200 <= response.status_code < 300:
+        return
+    error = (_json_object(response) or {}).get("error")
+    if isinstance(error, dict) and (error.get("is_transient") is True or error.get("code") in TRANSIENT_GRAPH_CODES):
+        raise RetryableError(f"{WHAT} answered {response.status_code} with temporary error code {error.get('code')}",
+                             parse_retry_after(response.headers.get("Retry-After")))
+    raise_for_status(response, WHAT)
+
+
+def _json_object(response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _forbidden(reason: str) -> tuple[int, str, str]:
+    return 403, json.dumps({"error": "forbidden", "reason": reason}), "application/json"

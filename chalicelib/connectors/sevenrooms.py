@@ -1,28 +1,390 @@
-"""SevenRooms connector: NOT IMPLEMENTED YET (placeholder registered so the registry is stable while it is built)."""
+"""SevenRooms reservation and client webhooks.
+
+Everything about SevenRooms' push is second-hand: its API docs are gated behind provisioned accounts
+(../shared/platforms/reservations.md §2). What is known [S]:
+
+- ``POST`` JSON; the envelope is ``{entity, entity_type, event_type, updates}`` (a production consumer
+  and a second, independent receiver agree); one receiver shows a JSON **array** of envelopes, so one
+  object or an array of them is accepted;
+- ``event_type`` is ``created``, ``updated`` or ``deleted``; ``entity_type`` is matched on whether it
+  contains ``reservation`` or ``client``;
+- a reservation entity carries the guest (``first_name``, ``last_name``, ``email``, ``phone_number``,
+  ``client_id``, ``reservation_sms_opt_in``, ``venue_id``, ``venue_group_id``); a client entity carries
+  the client itself, under keys that are only partly proven (``first_name``/``firstname``, ...: every
+  documented alias is read);
+- language and salutation are not in the reservation: they come from ``GET {base}/clients/{client_id}``
+  with a token from ``POST {base}/auth`` (``client_id``/``client_secret``, token valid 24 hours, sent raw
+  in ``Authorization``) [V for the auth, S for the client fetch].
+
+**Authentication is unknown** (nothing public), so it is chosen by settings: ``SEVENROOMS_AUTH=token``
+(default) compares the ``?token=`` query parameter of the URL we register with
+``SEVENROOMS_WEBHOOK_SECRET``; ``SEVENROOMS_AUTH=hmac`` checks an HMAC-SHA256 of the raw body keyed
+with that secret, read from ``SEVENROOMS_SIGNATURE_HEADER`` as ``SEVENROOMS_SIGNATURE_ENCODING`` (hex
+or base64, an optional ``sha256=`` prefix tolerated). Both in constant time, before parsing. The one
+secret setting serves both modes, so ``secret_setting`` names what is set whenever the connector is
+configured; with it unset everything is refused (401).
+
+**The client fetch is required when it is configured** (``SEVENROOMS_CLIENT_ID``/``_SECRET``, or the
+tenant's account entry): a failure that can heal is retried through the queue rather than importing
+the webhook's fields alone, because (1) Fullwhere merges only on the email/phone pair, and the client
+record is what decides that pair: importing first with the reservation's copy and later with the
+client's would create two customers when they differ; (2) Fullwhere only fills null fields, so a
+language, civility or consent missed now is only ever filled by a later event, which may never come;
+(3) a reservation import is not urgent, the queue delays it by minutes. A 404 for the client is
+permanent (dead-lettered with its reason). Without API credentials there is no fetch and the webhook's
+fields are imported as they are.
+
+``reservation_sms_opt_in`` sits next to ``send_reminder_sms`` and apart from SevenRooms' marketing
+flags (``venue_group_marketing_opt_in``/``venue_marketing_opt_in`` in the booking API): it reads as
+consent to reservation SMS, not to marketing, so it does not fill ``smsOptin`` unless
+``SEVENROOMS_SMS_OPTIN_IS_MARKETING`` says otherwise (then ``true`` only); it is kept in metadata. The
+client's ``marketing_optin`` fills ``emailOptin``: ``true``, or ``false`` when an opt-out time is
+recorded; a bare ``false`` may mean "never asked" and stays null, since Fullwhere only fills nulls.
+A client marked ``is_contact_private`` keeps its contact details private: its email and phone are not
+imported.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
+from datetime import datetime, timezone
 from typing import Any
+from urllib.parse import quote
 
-from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
-from chalicelib.errors import unauthorized
+from pydantic import Field
+
+from chalicelib.connectors.base import (
+    Connector,
+    Context,
+    Event,
+    ParsedWebhook,
+    PayloadModel,
+    WebhookRequest,
+    load_json,
+    validate,
+)
+from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
+from chalicelib.http import Deadline, raise_for_status, send
+from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.settings import Settings
+from chalicelib.signatures import equal
+from chalicelib.tokens import TokenCache
+
+WHAT = "SevenRooms API"
+TOKEN_PARAMETER = "token"
+IMPORTED_EVENTS = ("created", "updated")
+TOKEN_LIFETIME_SECONDS = 24 * 3600  # "expires after 24 hours" [V]
+
+# Every key of either entity (and of the fetched client) the mapping may read; documented aliases of
+# the client's partly proven keys included. Nothing else of the entity (notes, tickets, custom fields)
+# travels through the retry queue.
+ID_KEYS = ("id", "client_id", "venue_group_client_id", "venue_id", "venue_group_id")
+FIRST_NAME = ("first_name", "firstname")
+LAST_NAME = ("last_name", "lastname")
+EMAIL = ("email",)
+PHONE = ("phone_number", "phone")
+PHONE_LOCALE = ("phone_number_locale", "phone_numberlocale", "phone_locale")
+LANGUAGE = ("preferred_language_code", "preferred_language")
+SALUTATION = ("salutation",)
+MARKETING_OPTIN = ("marketing_optin", "marketing_opt_in", "venue_group_marketing_opt_in")
+MARKETING_OPT_OUT = ("marketing_opt_outts", "marketing_opt_out_ts")  # when the client opted out
+OTHER_KEYS = ("country", "is_contact_private", "reservation_sms_opt_in", "reference_code", "loyalty_id",
+              "loyalty_tier", "is_vip", "status", "updated", "deleted")
+ENTITY_KEYS = (ID_KEYS + FIRST_NAME + LAST_NAME + EMAIL + PHONE + PHONE_LOCALE + LANGUAGE + SALUTATION
+               + MARKETING_OPTIN + MARKETING_OPT_OUT + OTHER_KEYS)
+
+# SevenRooms' salutations in Fullwhere's style ("Mr., Ms."); anything else is kept as the guest wrote it.
+CIVILITIES = {"mr": "Mr.", "mrs": "Mrs.", "ms": "Ms.", "miss": "Miss", "mx": "Mx.", "dr": "Dr."}
+
+
+class Envelope(PayloadModel):
+    entity: dict[str, Any]
+    entity_type: str = Field(min_length=1)
+    event_type: str = Field(min_length=1)
+    updates: Any = None  # an array of {field, previous} [S] (one receiver says object): not used
 
 
 class SevenRoomsConnector(Connector):
     name = "sevenrooms"
-    secret_setting = "sevenrooms_webhook_token"
+    secret_setting = "sevenrooms_webhook_secret"
     id_field = "sevenroomsId"
 
+    # -- authentication ----------------------------------------------------------------------------
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        raise unauthorized("sevenrooms connector not implemented yet")
+        secret = self.webhook_secret(settings)
+        if settings.sevenrooms_auth.lower() == "token":
+            if not equal(request.query.get(TOKEN_PARAMETER), secret):
+                raise unauthorized("SevenRooms token query parameter missing or wrong")
+            return
+        header = settings.sevenrooms_signature_header
+        signature = request.header(header)
+        if not signature:
+            raise unauthorized(f"missing {header}")
+        if not _signature_matches(secret, request.body, signature, settings.sevenrooms_signature_encoding.lower()):
+            raise unauthorized("SevenRooms signature does not match")
 
     def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        raise NotImplementedError
+        secret = self.webhook_secret(settings)
+        if settings.sevenrooms_auth.lower() == "token":
+            return {}, {TOKEN_PARAMETER: secret}
+        digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+        encoded = digest.hex() if settings.sevenrooms_signature_encoding.lower() == "hex" else base64.b64encode(digest).decode()
+        return {settings.sevenrooms_signature_header: encoded}, {}
 
+    # -- parsing -----------------------------------------------------------------------------------
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
-        raise NotImplementedError
+        document = load_json(request.body)
+        if isinstance(document, dict):
+            items = [("SevenRooms webhook", document)]
+        elif isinstance(document, list):
+            items = [(f"SevenRooms webhook item {index}", item) for index, item in enumerate(document)]
+        else:
+            raise malformed("SevenRooms webhook: body must be an object or an array of objects")
+        events: list[Event] = []
+        ignored: list[str] = []
+        for what, item in items:
+            envelope = validate(Envelope, item, what)
+            event_type = envelope.event_type.strip().lower()
+            kind = _entity_kind(envelope.entity_type)
+            # An entity whose own `deleted` timestamp is set is deleted, whatever the event says.
+            deleted = event_type == "deleted" or bool(envelope.entity.get("deleted"))
+            if kind is None or deleted or event_type not in IMPORTED_EVENTS:
+                # Other entity types, deletions and unknown event types: acknowledged, counted.
+                entity_label = kind or clean_text(envelope.entity_type, 40) or "?"
+                ignored.append(f"{entity_label}.{'deleted' if deleted else event_type[:40]}")
+                continue
+            events.append(_event(kind, event_type, envelope.entity, what))
+        return ParsedWebhook(events=events, ignored=ignored)
 
+    # -- the client fetch --------------------------------------------------------------------------
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
+        data = event.data
+        client_id = data.get("client_id")
+        if not client_id or not _needs_client(data["entity_type"], data["entity"]):
+            return data
+        credentials = self._api_credentials(context, event.account_id)
+        if credentials is None:
+            return data  # no API access configured: the webhook's fields are all there is
+        return {**data, "client": _fetch_client(context.settings.sevenrooms_api_url, credentials, client_id,
+                                                context.deadline)}
+
+    def _api_credentials(self, context: Context, account_id: str | None) -> tuple[str, str] | None:
+        """The account's own ``client_id``/``client_secret`` from the tenants document, else the settings'."""
+        account = context.credentials(self.name, account_id)
+        if account.get("client_id") or account.get("client_secret"):
+            client_id, client_secret = account.get("client_id"), account.get("client_secret")
+            where = "this account's entry in the tenants document"
+        else:
+            client_id, client_secret = context.settings.sevenrooms_client_id, context.settings.sevenrooms_client_secret
+            where = "SEVENROOMS_CLIENT_ID / SEVENROOMS_CLIENT_SECRET"
+        if not client_id and not client_secret:
+            return None
+        if not client_id or not client_secret:
+            raise PermanentError(f"SevenRooms API client_id or client_secret missing ({where})")
+        return client_id, client_secret
+
+    # -- mapping -----------------------------------------------------------------------------------
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
-        raise NotImplementedError
+        entity: dict[str, Any] = guest.get("entity") or {}
+        client: dict[str, Any] = guest.get("client") or {}
+        is_client = guest.get("entity_type") == "client"
+        # The fetched client record is the current profile: it wins over the reservation's copy, so
+        # every event of one guest sends the same email/phone pair (Fullwhere's merge key).
+        sources = [client, entity]
+        client_records = [client, entity] if is_client else [client]
+        first_name = _first(sources, FIRST_NAME, clean_text)
+        last_name = _first(sources, LAST_NAME, clean_text)
+        private = any(source.get("is_contact_private") is True for source in sources)
+        regions = [context.phone_region]
+        for source in sources:
+            regions += [_region(source.get(key)) for key in PHONE_LOCALE] + [_region(source.get("country"))]
+        sms = entity.get("reservation_sms_opt_in") if not is_client else None
+        metadata = {
+            "source": "sevenrooms",
+            "sevenroomsVenueId": _text(entity.get("venue_id")),
+            "sevenroomsVenueGroupId": _text(entity.get("venue_group_id")) or _text(client.get("venue_group_id")),
+            "sevenroomsReservationId": None if is_client else _text(entity.get("id")),
+            "sevenroomsReferenceCode": None if is_client else _text(entity.get("reference_code")),
+            "sevenroomsReservationStatus": None if is_client else _text(entity.get("status")),
+            "sevenroomsLoyaltyId": _first(sources, ("loyalty_id",), _text),
+            "sevenroomsLoyaltyTier": _first(sources, ("loyalty_tier",), _text),
+            "sevenroomsVip": _flag(_first(sources, ("is_vip",), _bool)),
+            "sevenroomsReservationSmsOptIn": _flag(sms if isinstance(sms, bool) else None),
+        }
+        return CustomerImport(
+            firstName=first_name,
+            lastName=last_name,
+            displayName=display_name(first_name, last_name),
+            civility=_first(sources, SALUTATION, _civility),
+            language=_first(sources, LANGUAGE, language_code),
+            email=None if private else _first(sources, EMAIL, normalise_email),
+            phoneNumber=None if private else _first(sources, PHONE, lambda value: normalise_phone(value, *regions)),
+            emailOptin=_marketing_consent(client_records),
+            # Even as marketing consent, a false may mean "not asked": only a stated opt-in is sent.
+            smsOptin=True if context.settings.sevenrooms_sms_optin_is_marketing and sms is True else None,
+            sevenroomsId=guest.get("client_id"),
+            metadata={key: value for key, value in metadata.items() if value},
+        )
+
+
+def _event(kind: str, event_type: str, raw_entity: dict[str, Any], what: str) -> Event:
+    entity = {key: value for key, value in raw_entity.items()
+              if key in ENTITY_KEYS and (value is None or isinstance(value, (str, int, float, bool)))}
+    entity_id = _text(entity.get("id"))
+    # A reservation names its guest in client_id; a client entity is the client (id, else client_id).
+    client_id = _text(entity.get("client_id")) if kind == "reservation" else entity_id or _text(entity.get("client_id"))
+    key = entity_id or client_id
+    if not key:
+        raise malformed(f"{what}: entity has no id or client_id")
+    return Event(
+        event_id=f"{kind}/{key}/{event_type}/{_text(entity.get('updated')) or ''}",
+        kind=f"{kind}.{event_type}",
+        # Tenant routing: the venue; a client belongs to a venue group and may have no venue.
+        account_id=_text(entity.get("venue_id")) or _text(entity.get("venue_group_id")),
+        data={"entity_type": kind, "entity": entity, "client_id": client_id},
+        guest_key=f"{kind}:{key}",
+    )
+
+
+def _entity_kind(entity_type: str) -> str | None:
+    lowered = entity_type.lower()
+    if "reservation" in lowered:
+        return "reservation"
+    if "client" in lowered:
+        return "client"
+    return None
+
+
+def _needs_client(kind: str, entity: dict[str, Any]) -> bool:
+    """A reservation never carries language or salutation; a client entity does when it has either key."""
+    if kind == "reservation":
+        return True
+    return not any(key in entity for key in LANGUAGE + SALUTATION)
+
+
+def _signature_matches(secret: str, body: bytes, given: str, encoding: str) -> bool:
+    given = given.strip()
+    if given[:7].lower() == "sha256=":
+        given = given[7:]
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    if encoding == "hex":
+        return equal(given.lower(), digest.hex())
+    return equal(given, base64.b64encode(digest).decode())
+
+
+def _fetch_client(api_url: str, credentials: tuple[str, str], client_id: str, deadline: Deadline) -> dict[str, Any]:
+    url = f"{api_url}/clients/{quote(client_id, safe='')}"
+    for attempt in (1, 2):
+        token = _tokens.get((api_url, credentials[0]), lambda: _request_token(api_url, credentials, deadline))
+        response = send("GET", url, deadline, what=WHAT, headers={"Authorization": token})
+        if response.status_code == 401 and attempt == 1:
+            # The cached token was revoked or expired early: get a new one, once.
+            _tokens.invalidate(token)
+            continue
+        raise_for_status(response, WHAT)
+        client = (_json_object(response) or {}).get("data")
+        if not isinstance(client, dict):
+            raise RetryableError(f"{WHAT} answered 2xx without a client in data")
+        return client
+    raise PermanentError(f"{WHAT} refused a fresh token (401): check the SevenRooms API credentials")
+
+
+def _request_token(api_url: str, credentials: tuple[str, str], deadline: Deadline) -> tuple[str, float]:
+    what = "SevenRooms auth endpoint"
+    response = send("POST", f"{api_url}/auth", deadline, what=what,
+                    data={"client_id": credentials[0], "client_secret": credentials[1]})
+    raise_for_status(response, what)
+    data = (_json_object(response) or {}).get("data")
+    token = data.get("token") if isinstance(data, dict) else None
+    if not isinstance(token, str) or not token:
+        raise RetryableError(f"{what} answered without a token")
+    return token, _lifetime(data.get("token_expiration_datetime"))
+
+
+def _lifetime(expiration: object) -> float:
+    """Seconds until ``token_expiration_datetime`` (format unpublished: ISO 8601, UTC when naive), at most 24 h."""
+    seconds = float(TOKEN_LIFETIME_SECONDS)
+    if isinstance(expiration, str):
+        try:
+            expires = datetime.fromisoformat(expiration.strip().replace(" ", "T", 1))
+        except ValueError:
+            return seconds
+        if expires.tzinfo is None:
+            expires = expires.replace(tzinfo=timezone.utc)
+        left = (expires - datetime.now(timezone.utc)).total_seconds()
+        # Already past: the zone was guessed wrong. Keep the documented 24 h; a 401 renews it anyway.
+        if left > 0:
+            seconds = min(seconds, left)
+    return seconds
+
+
+# Kept per (API URL, client id) until 5 minutes before they expire.
+_tokens = TokenCache()
+
+
+def _json_object(response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _first(sources: list[dict[str, Any]], keys: tuple[str, ...], convert) -> Any:
+    """The first usable value of ``keys`` across ``sources``, in order, after ``convert``."""
+    for source in sources:
+        for key in keys:
+            value = convert(source.get(key))
+            if value is not None:
+                return value
+    return None
+
+
+def _marketing_consent(records: list[dict[str, Any]]) -> bool | None:
+    """``True`` when the client opted in; ``False`` only for a recorded opt-out; else not stated (None).
+
+    ``marketing_optin`` is false for a client who was never asked as much as for one who refused, and
+    Fullwhere only fills null fields: a ``false`` from "never asked" would block a later opt-in for good.
+    """
+    for record in records:
+        value = _first([record], MARKETING_OPTIN, _bool)
+        if value is True:
+            return True
+        if value is False:
+            return False if any(_text(record.get(key)) for key in MARKETING_OPT_OUT) else None
+    return None
+
+
+def _text(value: object) -> str | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, (int, float)):
+        return str(value)
+    return clean_text(value)
+
+
+def _bool(value: object) -> bool | None:
+    return value if isinstance(value, bool) else None
+
+
+def _flag(value: bool | None) -> str | None:
+    return None if value is None else str(value).lower()
+
+
+def _civility(value: object) -> str | None:
+    text = clean_text(value, max_length=20)
+    if text is None:
+        return None
+    return CIVILITIES.get(text.rstrip(".").lower(), text)
+
+
+def _region(value: object) -> str | None:
+    """A region code from ``US``, ``en-US`` or ``en_US``; None for anything else (e.g. a country name)."""
+    text = clean_text(value, max_length=10)
+    if not text:
+        return None
+    region = text.replace("_", "-").split("-")[-1]
+    return region.upper() if len(region) == 2 and region.isalpha() else None

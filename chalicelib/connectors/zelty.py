@@ -1,13 +1,233 @@
-"""Zelty connector: NOT IMPLEMENTED YET (placeholder registered so the registry is stable while it is built)."""
+"""Zelty (French restaurant POS) webhooks, version ``v2``.
+
+Everything known about Zelty's webhooks is second-hand (public integrations that read the OpenAPI spec
+at docs.zelty.fr and observed real calls; ``../shared/platforms/delivery.md`` §3), so each guess below
+is either a documented default that a setting overrides, or a refusal.
+
+Signature [second-hand]: ``x-zelty-hmac-sha256`` is the hex HMAC-SHA256 of the raw body, keyed with the
+``secret_key`` *we* choose when registering the webhook (``POST /webhooks``), set here as
+``ZELTY_WEBHOOK_SECRET``. The header was observed on a real call and is not documented. Only ``v2``
+webhooks are signed: a ``v1`` body "arrives bare", so anyone could forge one. Unsigned requests are
+refused (401) and the reason tells the operator to register the webhook as ``v2`` with a secret.
+
+Envelope [second-hand, "as the OpenAPI spec describes it"]: ``{event_id, event_name, created_at,
+version, brand_id, restaurant_id, data}``. The account is ``restaurant_id``, else ``brand_id``.
+
+The customer [unknown]: Zelty's customer object and its customer events are not public. The only
+trustworthy names are those Fullwhere itself stores in its ``metadata.zelty`` mirror of Zelty's customer
+(``fullwhere.md`` §3: ``id``, ``fname``, ``name``, ``mail``, ``phone``, ``sms_optin``, ``mail_optin``,
+``nb_orders``, ``turnover``, ``addresses[]``). Where the customer sits in which event (an order's
+``data.customer``, a customer event's ``data``) and which key holds each field is therefore the
+``ZELTY_CUSTOMER_PATHS`` setting (JSON), with the defaults in :data:`DEFAULT_CUSTOMER_PATHS`. An event
+whose name no rule matches (``dish.availability_update``, ``till.close``, ...), or whose customer object
+is absent, is acknowledged and counted as ignored: Zelty retries any non-200 indefinitely.
+
+Zelty aggregates delivery-platform orders; a customer taken from a Deliveroo or Uber Eats order would
+carry that platform's relay phone. When the ``relay`` rule finds such a channel on the event, the
+contact details and opt-ins are not imported (the field holding the channel is a guess: see docs).
+
+No fetch: the customer travels in the webhook. ``GET /orders/{id}`` exists [inferred] but would need a
+Zelty API key per brand for a response shape that is just as unknown (docs/platforms.md).
+"""
 
 from __future__ import annotations
 
-from typing import Any
+import fnmatch
+import functools
+import json
+import re
+from typing import Any, Literal
 
-from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
-from chalicelib.errors import unauthorized
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from chalicelib.connectors.base import (
+    Connector,
+    Context,
+    Event,
+    ParsedWebhook,
+    PayloadModel,
+    WebhookRequest,
+    load_json,
+    validate,
+)
+from chalicelib.errors import describe_validation_error, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.settings import Settings
+from chalicelib.normalise import clean_text, display_name, normalise_email, normalise_phone
+from chalicelib.settings import Settings, SettingsError, get_settings
+from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
+
+SIGNATURE_HEADER = "x-zelty-hmac-sha256"
+SETTING = "ZELTY_CUSTOMER_PATHS"
+
+# Every section is replaced as a whole by the same section of ZELTY_CUSTOMER_PATHS; sections left out
+# keep these defaults. Event paths and relay paths start at the envelope; field and metadata paths
+# start at the customer object. A path is a dotted key ("data.customer", "addresses.0.zip"), or a list
+# of such paths tried in turn.
+DEFAULT_CUSTOMER_PATHS: dict[str, Any] = {
+    # Event name (exact, or a glob such as "order.*"; an exact name wins) → where the customer is;
+    # null = ignored on purpose. Customer events are named explicitly (their names are unknown) so that
+    # a deletion or merge event can never import a customer by accident.
+    "events": {
+        "order.*": "data.customer",
+        "customer.created": "data",
+        "customer.updated": "data",
+    },
+    # Fullwhere field → Zelty's key, as Fullwhere's own metadata.zelty mirror names them.
+    "fields": {
+        "id": "id",
+        "first_name": "fname",
+        "last_name": "name",
+        "email": "mail",
+        "phone": "phone",
+        "sms_optin": "sms_optin",
+        "email_optin": "mail_optin",
+    },
+    # Fullwhere metadata key → Zelty's key (values sent as strings).
+    "metadata": {
+        "zeltyOrderCount": "nb_orders",
+        "zeltyTurnover": "turnover",
+    },
+    # Orders relayed from delivery platforms carry the platform's relay contact: when one of these paths
+    # holds one of these values (compared in lower case, letters and digits only), the email, phone and
+    # opt-ins are not imported.
+    "relay": {
+        "paths": ["data.source", "data.channel"],
+        "values": ["deliveroo", "ubereats", "justeat"],
+    },
+}
+
+CUSTOMER_FIELDS = Literal["id", "first_name", "last_name", "email", "phone", "sms_optin", "email_optin"]
+# Metadata keys the connector fills itself.
+RESERVED_METADATA = ("source", "zeltyRestaurantId", "zeltyBrandId", "zeltyOrderId", "zeltyChannel")
+
+_PATH = re.compile(r"^[^.\s]+(\.[^.\s]+)*$")
+
+
+def _paths(value: object) -> tuple[str, ...]:
+    """A path or a non-empty list of paths, each a dotted key such as ``data.customer``."""
+    paths = (value,) if isinstance(value, str) else tuple(value) if isinstance(value, (list, tuple)) else ()
+    if not paths or not all(isinstance(path, str) and _PATH.match(path) for path in paths):
+        raise ValueError("a path is a dotted key such as data.customer, or a non-empty list of them")
+    return paths
+
+
+def _channel(value: object) -> str:
+    return re.sub(r"[^a-z0-9]", "", value.lower()) if isinstance(value, str) else ""
+
+
+class RelayRule(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    paths: tuple[str, ...]
+    values: frozenset[str]
+
+    @field_validator("paths", mode="before")
+    @classmethod
+    def _check_paths(cls, value: Any) -> tuple[str, ...]:
+        return _paths(value)
+
+    @field_validator("values", mode="before")
+    @classmethod
+    def _normalise_values(cls, value: Any) -> frozenset[str]:
+        if not isinstance(value, list) or not all(isinstance(v, str) and _channel(v) for v in value):
+            raise ValueError("values must be a list of channel names")
+        return frozenset(_channel(v) for v in value)
+
+
+class CustomerPaths(BaseModel):
+    """The validated ``ZELTY_CUSTOMER_PATHS`` document."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    events: dict[str, tuple[str, ...] | None] = Field(min_length=1)
+    fields: dict[CUSTOMER_FIELDS, tuple[str, ...]]
+    metadata: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    relay: RelayRule | None = None
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _event_paths(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {name: None if path is None else _paths(path) for name, path in value.items()}
+
+    @field_validator("fields", "metadata", mode="before")
+    @classmethod
+    def _field_paths(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        return {name: _paths(path) for name, path in value.items()}
+
+    @model_validator(mode="after")
+    def _check(self) -> "CustomerPaths":
+        if not self.fields:
+            raise ValueError("fields must map at least one field")
+        reserved = sorted(set(self.metadata) & set(RESERVED_METADATA))
+        if reserved:
+            raise ValueError(f"metadata keys {reserved} are filled by the connector")
+        if any(not key for key in self.metadata):
+            raise ValueError("metadata keys must not be empty")
+        return self
+
+    def locate(self, event_name: str) -> tuple[str, ...] | None:
+        """Where the customer is in this event, or ``None`` when the event carries none."""
+        if event_name in self.events:
+            return self.events[event_name]
+        for pattern, paths in self.events.items():
+            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(event_name, pattern):
+                return paths
+        return None
+
+
+@functools.lru_cache(maxsize=8)
+def customer_paths(raw: str | None) -> CustomerPaths:
+    """The configured customer paths (the defaults when unset); a clear :class:`SettingsError` otherwise.
+
+    Error messages name the setting and the offending keys, never its content.
+    """
+    document: Any = {}
+    if raw:
+        try:
+            document = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise SettingsError(f"{SETTING} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
+        if not isinstance(document, dict):
+            raise SettingsError(f"{SETTING} must be a JSON object")
+    try:
+        return CustomerPaths.model_validate({**DEFAULT_CUSTOMER_PATHS, **document})
+    except ValidationError as exc:
+        raise SettingsError(f"invalid {SETTING}: {describe_validation_error(exc)}") from None
+
+
+def resolve(document: Any, path: str) -> Any:
+    """The value at a dotted path (list items by index), or ``None``."""
+    value = document
+    for key in path.split("."):
+        if isinstance(value, dict):
+            value = value.get(key)
+        elif isinstance(value, list) and key.isdigit() and int(key) < len(value):
+            value = value[int(key)]
+        else:
+            return None
+    return value
+
+
+def _first_scalar(document: Any, paths: tuple[str, ...]) -> str | int | float | bool | None:
+    for path in paths:
+        value = resolve(document, path)
+        if isinstance(value, (str, int, float, bool)) and value != "":
+            return value
+    return None
+
+
+class Envelope(PayloadModel):
+    event_id: str = Field(min_length=1)
+    event_name: str = Field(min_length=1)
+    created_at: str | None = None
+    version: str | None = None
+    brand_id: str | None = None
+    restaurant_id: str | None = None
+    data: Any = None
 
 
 class ZeltyConnector(Connector):
@@ -16,13 +236,126 @@ class ZeltyConnector(Connector):
     id_field = "zeltyId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        raise unauthorized("zelty connector not implemented yet")
+        secret = self.webhook_secret(settings)
+        signature = request.header(SIGNATURE_HEADER)
+        if not signature:
+            # v1 webhooks are sent unsigned: accepting them would let anyone write customers into the CRM.
+            raise unauthorized(
+                "missing x-zelty-hmac-sha256: Zelty signs only v2 webhooks; "
+                "register this URL with version v2 and the secret_key set as ZELTY_WEBHOOK_SECRET"
+            )
+        if not hex_signature_matches(secret, request.body, signature):
+            raise unauthorized("Zelty signature does not match")
 
     def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        raise NotImplementedError
+        return {SIGNATURE_HEADER: hmac_sha256_hex(self.webhook_secret(settings), body)}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
-        raise NotImplementedError
+        document = load_json(request.body)
+        envelope = validate(Envelope, document, "Zelty webhook")
+        # parse() receives no settings: the container's are already loaded by the webhook handler.
+        paths = customer_paths(get_settings().zelty_customer_paths)
+        locations = paths.locate(envelope.event_name)
+        if locations is None:
+            return ParsedWebhook(events=[], ignored=[envelope.event_name])
+        customer = next(
+            (found for path in locations if isinstance(found := resolve(document, path), dict) and found), None
+        )
+        if customer is None:
+            return ParsedWebhook(events=[], ignored=[f"{envelope.event_name}:no-customer"])
+
+        fields = {
+            field: value for field, keys in paths.fields.items()
+            if (value := _first_scalar(customer, keys)) is not None
+        }
+        metadata = {
+            key: _metadata_value(value) for key, keys in paths.metadata.items()
+            if (value := _first_scalar(customer, keys)) is not None
+        }
+        relay_channel = None
+        if paths.relay is not None:
+            relay_channel = next(
+                (channel for path in paths.relay.paths
+                 if (channel := _channel(resolve(document, path))) in paths.relay.values),
+                None,
+            )
+        data = envelope.data if isinstance(envelope.data, dict) else {}
+        order_id = data.get("id") if envelope.event_name.startswith("order.") else None
+        customer_id = _text(fields.get("id"))
+        event = Event(
+            event_id=envelope.event_id,
+            kind=envelope.event_name,
+            account_id=envelope.restaurant_id or envelope.brand_id,
+            # Only what the mapping needs travels (and waits in the retry queue), not the whole order.
+            data={
+                "customer": fields,
+                "metadata": metadata,
+                "relay_channel": relay_channel,
+                "restaurant_id": envelope.restaurant_id,
+                "brand_id": envelope.brand_id,
+                "order_id": _text(order_id),
+            },
+            guest_key=f"customer:{customer_id}" if customer_id else None,
+        )
+        return ParsedWebhook(events=[event])
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
-        raise NotImplementedError
+        customer = guest.get("customer") or {}
+        relayed = bool(guest.get("relay_channel"))
+        first_name = clean_text(_text(customer.get("first_name")))
+        last_name = clean_text(_text(customer.get("last_name")))
+        metadata = {
+            **(guest.get("metadata") or {}),
+            "source": "zelty",
+            "zeltyRestaurantId": guest.get("restaurant_id"),
+            "zeltyBrandId": guest.get("brand_id"),
+            "zeltyOrderId": guest.get("order_id"),
+            "zeltyChannel": guest.get("relay_channel"),
+        }
+        return CustomerImport(
+            firstName=first_name,
+            lastName=last_name,
+            displayName=display_name(first_name, last_name),
+            # A delivery platform's relay contact reaches its call centre, not the diner.
+            email=None if relayed else normalise_email(_text(customer.get("email"))),
+            phoneNumber=None if relayed else normalise_phone(_text(customer.get("phone")), context.phone_region),
+            # Zelty's own consent flags; absent or unreadable = not stated (null, never a guessed false).
+            smsOptin=None if relayed else _flag(customer.get("sms_optin")),
+            emailOptin=None if relayed else _flag(customer.get("email_optin")),
+            zeltyId=clean_text(_text(customer.get("id"))),
+            metadata={key: value for key, value in metadata.items() if isinstance(value, str) and value},
+        )
+
+
+def _text(value: object) -> str | None:
+    """Ids and phones may come as JSON numbers."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return str(value)
+    return value if isinstance(value, str) else None
+
+
+def _metadata_value(value: str | int | float | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return clean_text(str(value)) or ""
+
+
+_TRUE = frozenset({"true", "1", "yes"})
+_FALSE = frozenset({"false", "0", "no"})
+
+
+def _flag(value: object) -> bool | None:
+    """A consent flag as Zelty may send it (JSON boolean, 0/1, "true"/"false"); anything else is not stated."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in _TRUE:
+            return True
+        if text in _FALSE:
+            return False
+    return None

@@ -1,0 +1,119 @@
+"""Emulator of the TheFork pieces the bridge uses (shared/platforms/reservations.md §3).
+
+- POST /oauth/token: Auth0 client credentials (auth.thefork.io in production), form-encoded as in
+  TheFork's own example (``curl -d 'audience=https://api.thefork.io&grant_type=client_credentials&...'``);
+  tokens live 8600 s.
+- GET /manager/v1/customers/{id} and /manager/v1/reservations/{id} (api.thefork.io/manager in
+  production) with ``Authorization: Bearer``; errors in TheFork's documented shape
+  ``{"data": {"code": ...}, "error": ..., "statusCode": ...}``.
+
+Point ``THEFORK_AUTH_URL`` at ``emulator.url`` and ``THEFORK_API_URL`` at ``emulator.api_url``.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import secrets
+from typing import Any
+
+from tests.emulators.base import EmulatorServer, Request
+
+TOKEN_PATH = "/oauth/token"
+API_PREFIX = "/manager"
+CUSTOMERS_PREFIX = f"{API_PREFIX}/v1/customers/"
+RESERVATIONS_PREFIX = f"{API_PREFIX}/v1/reservations/"
+AUDIENCE = "https://api.thefork.io"
+TOKEN_TTL_SECONDS = 8600  # docs.thefork.io/B2B-API/authentication
+
+UNAUTHORIZED = {"data": {"code": ""}, "error": "Unauthorized", "statusCode": 401}
+
+
+def not_found(code: str) -> dict[str, Any]:
+    return {"data": {"code": code}, "error": "Not Found", "statusCode": 404}
+
+
+class TheForkEmulator(EmulatorServer):
+    """Token endpoint plus customer and reservation lookups, with bearer-token checks."""
+
+    def __init__(self, clients: dict[str, str] | None = None, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.clients = dict(clients or {"thefork-client": "thefork-secret"})  # client id -> secret
+        self.token_ttl = TOKEN_TTL_SECONDS
+        self.token_requests = 0  # tests assert the bridge caches tokens
+        self._tokens: dict[str, str] = {}  # token -> client id
+        self._customers: dict[str, dict[str, Any]] = {}
+        self._reservations: dict[str, dict[str, Any]] = {}
+        # client id -> customer/reservation ids it may read (None: everything)
+        self.access: dict[str, set[str] | None] = {}
+        self.route("POST", TOKEN_PATH, self._token)
+        self.route_prefix("GET", CUSTOMERS_PREFIX, self._lookup(self._customers, CUSTOMERS_PREFIX, "CUSTOMER_NOT_FOUND"))
+        self.route_prefix("GET", RESERVATIONS_PREFIX,
+                          self._lookup(self._reservations, RESERVATIONS_PREFIX, "RESERVATION_NOT_FOUND"))
+
+    @property
+    def api_url(self) -> str:
+        return self.url + API_PREFIX
+
+    # -- test helpers ------------------------------------------------------------
+
+    def add_customer(self, customer: dict[str, Any]) -> None:
+        with self.lock:
+            self._customers[customer["customerUuid"]] = copy.deepcopy(customer)
+
+    def add_reservation(self, reservation: dict[str, Any]) -> None:
+        with self.lock:
+            self._reservations[reservation["reservationUuid"]] = copy.deepcopy(reservation)
+
+    def revoke_tokens(self) -> None:
+        """Invalidate every issued token (the next API call gets 401)."""
+        with self.lock:
+            self._tokens.clear()
+
+    def token_clients(self) -> list[str]:
+        """The client id of every token request, in order."""
+        return [r.form().get("client_id", "") for r in self.requests_matching("POST", TOKEN_PATH)]
+
+    def reset_state(self) -> None:
+        self.token_ttl = TOKEN_TTL_SECONDS
+        self.token_requests = 0
+        self._tokens.clear()
+        self._customers.clear()
+        self._reservations.clear()
+        self.access.clear()
+
+    # -- handlers ------------------------------------------------------------------
+
+    def _token(self, request: Request):
+        if not request.headers.get("content-type", "").startswith("application/x-www-form-urlencoded"):
+            return 400, {"error": "invalid_request", "error_description": "expected a form-encoded body"}
+        form = request.form()
+        secret = self.clients.get(form.get("client_id", ""))
+        if secret is None or not hmac.compare_digest(form.get("client_secret", ""), secret):
+            return 401, {"error": "access_denied", "error_description": "Unauthorized"}
+        if form.get("grant_type") != "client_credentials":
+            return 403, {"error": "unauthorized_client", "error_description": "Grant type not allowed"}
+        if form.get("audience") != AUDIENCE:
+            return 403, {"error": "access_denied", "error_description": "Service not found"}
+        with self.lock:
+            self.token_requests += 1
+            token = secrets.token_urlsafe(24)
+            self._tokens[token] = form["client_id"]
+            ttl = self.token_ttl
+        return 200, {"access_token": token, "expires_in": ttl, "token_type": "Bearer"}
+
+    def _lookup(self, store: dict[str, dict[str, Any]], prefix: str, not_found_code: str):
+        def handler(request: Request):
+            scheme, _, token = request.headers.get("authorization", "").partition(" ")
+            entity_id = request.route[len(prefix):]
+            with self.lock:
+                client_id = self._tokens.get(token) if scheme.lower() == "bearer" else None
+                if client_id is None:
+                    return 401, UNAUTHORIZED
+                allowed = self.access.get(client_id)
+                found = store.get(entity_id)
+                if found is None or (allowed is not None and entity_id not in allowed):
+                    return 404, not_found(not_found_code)
+                return 200, copy.deepcopy(found)
+
+        return handler
