@@ -1,0 +1,271 @@
+"""The AWS package (`make package`): chalice package merged with deploy/resources.yaml, then bytecode.
+
+The app is packaged once for the module, by the Makefile target itself, into a temporary directory
+(no AWS credentials; chalice downloads the layer's manylinux wheels from PyPI the first time, later
+runs reuse .chalice/deployments/). Every test then reads that one output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path, PurePosixPath
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import yaml
+
+from chalicelib.retry_queue import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
+from chalicelib.settings import Settings
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
+WORKER_TIMEOUT = CONFIG["lambda_functions"]["retry_worker"]["lambda_timeout"]
+RUNTIME = "python3.11"
+PY311_MAGIC = b"\xa7\r\r\n"  # importlib.util.MAGIC_NUMBER of CPython 3.11
+UNCHECKED_HASH_FLAGS = 0b01  # PEP 552: hash-based (bit 0), check_source (bit 1) off
+LAMBDA_ROOTS = {"deployment.zip": "task", "layer-deployment.zip": "opt"}
+LAYER_SITE_PACKAGES = "python/lib/python3.11/site-packages"
+
+
+def _make_env() -> dict[str, str]:
+    """No credentials, no profile, no metadata service: packaging must need none of them."""
+    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
+    env.update(AWS_DEFAULT_REGION="eu-west-3", AWS_EC2_METADATA_DISABLED="true",
+               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
+    return env
+
+
+def _venv_args() -> list[str]:
+    # Use the virtualenv running the tests, and never rebuild it from here (-o: consider it up to date).
+    if sys.prefix == sys.base_prefix:
+        return []
+    return [f"VENV={sys.prefix}", "-o", f"{sys.prefix}/.installed"]
+
+
+@pytest.fixture(scope="module")
+def package(tmp_path_factory) -> SimpleNamespace:
+    out = tmp_path_factory.mktemp("aws-package") / "package"
+    # cfn-lint runs in test_template_passes_cfn_lint instead, once.
+    command = ["make", "--no-print-directory", *_venv_args(), "package", f"PACKAGE_DIR={out}", "CFN_LINT=true"]
+    result = subprocess.run(command, cwd=ROOT, env=_make_env(), capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, f"make package failed:\n{result.stdout}\n{result.stderr}"
+    template = yaml.safe_load((out / "sam.yaml").read_text())
+    return SimpleNamespace(dir=out, template=template, resources=template["Resources"], output=result.stdout)
+
+
+def _of_type(resources: dict[str, Any], kind: str) -> dict[str, dict[str, Any]]:
+    return {name: resource for name, resource in resources.items() if resource["Type"] == kind}
+
+
+def _single(resources: dict[str, Any], kind: str, **properties: Any) -> tuple[str, dict[str, Any]]:
+    found = [(name, resource) for name, resource in _of_type(resources, kind).items()
+             if all(resource["Properties"].get(key) == value for key, value in properties.items())]
+    assert len(found) == 1, f"expected one {kind} with {properties}, found {[name for name, _ in found]}"
+    return found[0]
+
+
+def _functions(package) -> dict[str, dict[str, Any]]:
+    return _of_type(package.resources, "AWS::Serverless::Function")
+
+
+def _worker(package) -> tuple[str, dict[str, Any]]:
+    consumers = {name: function for name, function in _functions(package).items()
+                 if any(event["Type"] == "SQS" for event in function["Properties"].get("Events", {}).values())}
+    assert len(consumers) == 1, f"expected one SQS consumer, found {sorted(consumers)}"
+    return next(iter(consumers.items()))
+
+
+def _listed(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else [value]
+
+
+def _statements(package) -> list[tuple[str, dict[str, Any]]]:
+    """(resource name, statement) for every IAM statement of every role and managed policy."""
+    found = []
+    for name, resource in package.resources.items():
+        properties = resource.get("Properties", {})
+        if resource["Type"] == "AWS::IAM::Role":
+            documents = [policy["PolicyDocument"] for policy in properties.get("Policies", [])]
+        elif resource["Type"] in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy"):
+            documents = [properties["PolicyDocument"]]
+        else:
+            continue
+        found += [(name, statement) for document in documents for statement in _listed(document["Statement"])]
+    return found
+
+
+def test_template_passes_cfn_lint(package):
+    cfn_lint = Path(sys.executable).with_name("cfn-lint")
+    result = subprocess.run([str(cfn_lint), str(package.dir / "sam.yaml")], env=_make_env(),
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_worker_event_source_reports_batch_item_failures(package):
+    name, worker = _worker(package)
+    assert worker["Properties"]["Handler"] == "app.retry"
+    (source,) = [event["Properties"] for event in worker["Properties"]["Events"].values() if event["Type"] == "SQS"]
+    assert source["FunctionResponseTypes"] == ["ReportBatchItemFailures"]
+    # The merge must replace Chalice's Fn::Sub, not sit next to it (an invalid two-intrinsic mapping).
+    assert source["Queue"] == {"Fn::Sub": "${RetryQueue.Arn}"}
+    assert package.resources["RetryQueue"]["Properties"]["QueueName"] == RETRY_QUEUE_NAME
+    assert source["BatchSize"] == 10
+
+
+def test_queues_are_encrypted_and_redrive_to_the_dead_letter_queue(package):
+    retry = package.resources["RetryQueue"]["Properties"]
+    dead_letter = package.resources["DeadLetterQueue"]["Properties"]
+    assert dead_letter["QueueName"] == DEAD_LETTER_QUEUE_NAME
+    for queue in (retry, dead_letter):
+        assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
+    assert dead_letter["MessageRetentionPeriod"] == 14 * 24 * 3600
+    assert retry["MessageRetentionPeriod"] < dead_letter["MessageRetentionPeriod"]
+    assert retry["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
+                                      "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
+    parameter = package.template["Parameters"]["MaxReceiveCount"]
+    assert parameter["Type"] == "Number" and int(parameter["Default"]) == 8
+
+
+def test_retry_visibility_is_at_least_six_times_the_worker_timeout(package):
+    _, worker = _worker(package)
+    assert worker["Properties"]["Timeout"] == WORKER_TIMEOUT
+    assert package.resources["RetryQueue"]["Properties"]["VisibilityTimeout"] >= 6 * WORKER_TIMEOUT
+
+
+def test_identity_table_is_on_demand_with_point_in_time_recovery(package):
+    table = package.resources["IdentityTable"]
+    properties = table["Properties"]
+    assert properties["BillingMode"] == "PAY_PER_REQUEST"
+    assert properties["PointInTimeRecoverySpecification"] == {"PointInTimeRecoveryEnabled": True}
+    assert properties["KeySchema"] == [{"AttributeName": "pk", "KeyType": "HASH"}]
+    assert properties["AttributeDefinitions"] == [{"AttributeName": "pk", "AttributeType": "S"}]
+    assert table["DeletionPolicy"] == "Retain"
+
+
+def test_dead_letter_depth_alarm_notifies_a_topic(package):
+    _, alarm = _single(package.resources, "AWS::CloudWatch::Alarm", MetricName="ApproximateNumberOfMessagesVisible")
+    properties = alarm["Properties"]
+    assert properties["Namespace"] == "AWS/SQS"
+    assert properties["Dimensions"] == [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["DeadLetterQueue", "QueueName"]}}]
+    assert properties["ComparisonOperator"] == "GreaterThanThreshold" and properties["Threshold"] == 0
+    topic, _ = _single(package.resources, "AWS::SNS::Topic")
+    assert {"Ref": topic} in properties["AlarmActions"]
+    _, subscription = _single(package.resources, "AWS::SNS::Subscription", Protocol="email")
+    assert subscription["Condition"] == "HasAlarmEmail"
+    assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def test_every_function_gets_the_queues_table_and_secret(package):
+    expected = {
+        "RETRY_QUEUE_URL": {"Ref": "RetryQueue"},
+        "DEAD_LETTER_QUEUE_URL": {"Ref": "DeadLetterQueue"},
+        "IDENTITY_TABLE": {"Ref": "IdentityTable"},
+        "SECRETS_ID": {"Ref": "SecretsId"},
+    }
+    # SAM applies Globals to every AWS::Serverless::Function; a function's own variable would win.
+    variables = package.template["Globals"]["Function"]["Environment"]["Variables"]
+    assert {key: variables.get(key) for key in expected} == expected
+    assert set(variables) >= {"TENANTS_SECRET_ID", "SOURCES_SECRET_ID"}
+    assert len(_functions(package)) >= 3
+    for name, function in _functions(package).items():
+        own = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert not set(own) & set(variables), f"{name} overrides {sorted(set(own) & set(variables))}"
+    # No secret in the template: the secret settings come from the Secrets Manager secret only.
+    secret_settings = {name.upper() for name, field in Settings.model_fields.items() if field.repr is False}
+    assert "FULLWHERE_API_SECRET" in secret_settings
+    for name, function in _functions(package).items():
+        own = function["Properties"].get("Environment", {}).get("Variables", {})
+        assert not (set(own) | set(variables)) & secret_settings, name
+
+
+def test_iam_is_least_privilege(package):
+    statements = _statements(package)
+    assert statements
+    for name, statement in statements:
+        actions = _listed(statement["Action"])
+        resources = _listed(statement["Resource"])
+        assert "*" not in resources, f"{name}: {statement}"
+        if any(action.startswith(("sqs:", "dynamodb:")) for action in actions):
+            assert not any(isinstance(resource, str) and "*" in resource for resource in resources), f"{name}: {statement}"
+            assert not any(action.endswith("*") for action in actions), f"{name}: {statement}"
+        if any(action.startswith("sqs:") for action in actions):
+            assert all(resource in ({"Fn::GetAtt": ["RetryQueue", "Arn"]}, {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
+                       for resource in resources), f"{name}: {statement}"
+        if any(action.startswith("dynamodb:") for action in actions):
+            assert set(actions) <= {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
+            assert resources == [{"Fn::GetAtt": ["IdentityTable", "Arn"]}]
+        if "secretsmanager:GetSecretValue" in actions:
+            assert "${SecretsId}" in json.dumps(resources)
+
+    # Chalice's own (wildcard) policy is gone from every function's role: each has the bridge's.
+    worker_name, _ = _worker(package)
+    for name, function in _functions(package).items():
+        role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
+        role = package.resources[role_name]["Properties"]
+        assert role["ManagedPolicyArns"] == [{"Ref": "FunctionPolicy"}], f"{role_name}: add it to deploy/resources.yaml"
+        inline = [statement for policy in role.get("Policies", []) for statement in _listed(policy["PolicyDocument"]["Statement"])]
+        consumes = any("sqs:ReceiveMessage" in _listed(statement["Action"]) for statement in inline)
+        assert consumes == (name == worker_name), f"{role_name} may consume the retry queue: {inline}"
+        assert not any("logs" in json.dumps(statement) for statement in inline), f"{role_name}: {inline}"
+
+
+def _zip(package, name: str) -> zipfile.ZipFile:
+    return zipfile.ZipFile(package.dir / name)
+
+
+@pytest.mark.parametrize("name", sorted(LAMBDA_ROOTS))
+def test_zips_hold_unchecked_hash_bytecode_for_the_runtime(package, name):
+    assert {function["Properties"]["Runtime"] for function in _functions(package).values()} == {RUNTIME}
+    with _zip(package, name) as archive:
+        names = set(archive.namelist())
+        sources = [entry for entry in names if entry.endswith(".py")]
+        bytecode = [entry for entry in names if entry.endswith(".pyc")]
+        assert sources and bytecode
+        for source in sources:
+            path = PurePosixPath(source)
+            cached = str(path.parent / "__pycache__" / f"{path.stem}.cpython-311.pyc").removeprefix("./")
+            assert cached in names, f"{source} has no {cached}"
+        for entry in bytecode:
+            header = archive.read(entry)[:8]
+            assert entry.endswith(".cpython-311.pyc"), entry
+            assert header[:4] == PY311_MAGIC, f"{entry} is not Python 3.11 bytecode"
+            assert int.from_bytes(header[4:8], "little") == UNCHECKED_HASH_FLAGS, f"{entry} is not unchecked-hash"
+
+
+@pytest.mark.parametrize("name", sorted(LAMBDA_ROOTS))
+def test_zips_leave_boto3_to_the_runtime(package, name):
+    with _zip(package, name) as archive:
+        top_level = {PurePosixPath(entry.removeprefix(LAYER_SITE_PACKAGES + "/")).parts[0] for entry in archive.namelist()}
+    assert not top_level & {"boto3", "botocore", "s3transfer"}
+    assert not any(part.startswith(("boto3-", "botocore-")) for part in top_level)
+
+
+def test_app_imports_from_the_package_alone_and_from_bytecode(package, tmp_path):
+    """As on Lambda: the code in /var/task, the layer in /opt, nothing else but the standard library."""
+    for name, root in LAMBDA_ROOTS.items():
+        with _zip(package, name) as archive:
+            archive.extractall(tmp_path / root)
+    task, site = tmp_path / "task", tmp_path / "opt" / LAYER_SITE_PACKAGES
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{task}{os.pathsep}{site}", "PYTHONDONTWRITEBYTECODE": "1"}
+    # -S: no site-packages (so not the test's virtualenv); -v: says where each module's code came from.
+    result = subprocess.run([sys.executable, "-S", "-v", "-c", "import app; assert 'boto3' not in __import__('sys').modules"],
+                            cwd=task, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    loaded = [line.split("code object from ", 1)[1].strip("'") for line in result.stderr.splitlines()
+              if line.startswith("# code object from ") and str(tmp_path) in line]
+    assert any("/chalicelib/" in path for path in loaded) and any("/pydantic/" in path for path in loaded)
+    from_source = [path for path in loaded if not path.endswith(".pyc")]
+    assert not from_source, f"compiled at import instead of loaded from .pyc: {from_source[:5]}"
+
+
+def test_deploy_says_what_is_missing_without_the_aws_cli():
+    result = subprocess.run(["make", "--no-print-directory", "deploy", "AWS=fullwhere-no-such-aws-cli", "S3_BUCKET=b"],
+                            cwd=ROOT, env=_make_env(), capture_output=True, text=True, timeout=60)
+    assert result.returncode != 0
+    assert "the AWS CLI ('fullwhere-no-such-aws-cli') is not installed" in result.stderr
+    assert "chalice package" not in result.stdout  # it stops before packaging
