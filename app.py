@@ -1,8 +1,8 @@
 """Routes and event handlers of the Fullwhere bridge. Each one hands its input to ``chalicelib/``."""
 
-from chalice import Chalice
+from chalice import Chalice, Rate
 
-from chalicelib import retry_worker, webhooks
+from chalicelib import retry_worker, scheduled_pulls, webhooks
 from chalicelib.retry_queue import RETRY_QUEUE_NAME
 
 app = Chalice(app_name="fullwhere-bridge")
@@ -30,3 +30,9 @@ def health():
 @app.on_sqs_message(queue=RETRY_QUEUE_NAME, batch_size=10, name="retry_worker")
 def retry(event):
     return retry_worker.handle_batch(event.to_dict(), event.context.get_remaining_time_in_millis)
+
+
+# OPERA Cloud pushes no webhook: its business events are dequeued from OHIP on a schedule.
+@app.schedule(Rate(5, unit=Rate.MINUTES), name="oracle_pull")
+def oracle_pull(event):
+    return scheduled_pulls.handle(getattr(event.context, "get_remaining_time_in_millis", None))

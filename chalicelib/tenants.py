@@ -110,6 +110,9 @@ class TenantDirectory:
     def get(self, tenant_id: str) -> Tenant | None:
         return self._tenants.get(tenant_id)
 
+    def tenants(self) -> list[Tenant]:
+        return list(self._tenants.values())
+
     def platform_configured(self, platform: str) -> bool:
         return any(t.owns_every_account or platform in t.platforms for t in self._tenants.values())
 

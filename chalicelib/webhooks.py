@@ -86,9 +86,9 @@ def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: 
             seen_guests.add(event.guest_key)
         tenant = directory.route(platform, event.account_id)
         if tenant is None:
-            all_safe &= _dead_letter_unrouted(connector, event)
+            all_safe &= dead_letter_unrouted(connector, event)
             continue
-        all_safe &= _process_inline(connector, event, tenant, settings, deadline)
+        all_safe &= process_event(connector, event, tenant, settings, deadline)
 
     if not all_safe:
         return error_response(503, "unavailable", "an event could be neither imported nor queued; deliver again")
@@ -118,7 +118,7 @@ def handle_handshake(platform: str, headers: dict, query: dict | None) -> Respon
     return Response(body=body, status_code=status, headers={"Content-Type": content_type})
 
 
-def _process_inline(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
+def process_event(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
     """Run one event; True when it is imported, ignored, skipped, queued or dead-lettered (i.e. safe)."""
     fields = {"platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "attempt": 1}
     watch = Stopwatch()
@@ -146,7 +146,7 @@ def _process_inline(connector: Connector, event: Event, tenant: Tenant, settings
     return True
 
 
-def _dead_letter_unrouted(connector: Connector, event: Event) -> bool:
+def dead_letter_unrouted(connector: Connector, event: Event) -> bool:
     fields = {"platform": connector.name, "event_id": event.event_id}
     job = retry_queue.RetryJob(platform=connector.name, tenant=None, event_id=event.event_id, stage="fetch",
                                event=event.to_dict(), last_error="unrouted")

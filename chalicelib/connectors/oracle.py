@@ -1,13 +1,105 @@
-"""OracleOpera connector: NOT IMPLEMENTED YET (placeholder registered so the registry is stable while it is built)."""
+"""Oracle OPERA Cloud (OHIP): guest profiles pulled on a schedule, never pushed.
+
+OPERA Cloud sends no HTTP webhook [vendor docs, ../shared/platforms/hospitality.md §2.1]: its business
+events are either streamed over a WebSocket the consumer holds open, or dequeued with the OHIP polling
+API. A Lambda cannot hold a socket, so the scheduled ``oracle_pull`` function
+(:mod:`chalicelib.scheduled_pulls`) polls, and this connector serves it:
+
+- :func:`dequeue_events`: ``GET {gateway}/int/v1/externalSystem/{extSystemCode}/hotels/{hotelId}/businessEvents?limit=N``
+  (OPERA Cloud Integration Processor API 25.5, ``int.json`` in oracle/hospitality-api-docs: ``limit`` at
+  most 20, 200 ``{"businessEventData": [{"businessEvent": {"header": {...}, "details": [...]},
+  "businessEventId": {"id": ...}}]}`` or 204 when the queue is empty). The call **dequeues**: OPERA
+  removes what it returns ("OPERA de-queues the business events after fetching them", Oracle's
+  business-events accelerator guide). There is no offset to replay from, so the bridge keeps the
+  position itself (see scheduled_pulls). Only the header is kept: the ``details`` (old and new field
+  values) are personal data the bridge does not need, since it fetches the whole profile.
+- :meth:`OracleOperaConnector.fetch`: for ``NEW PROFILE`` / ``UPDATE PROFILE`` (the header's
+  ``actionType``; ``ORACLE_PROFILE_EVENTS``), ``GET {gateway}/crm/v1/profiles/{primaryKey}`` with the
+  headers ``authorization``, ``x-app-key`` and ``x-hotelid`` (``crm.json``, operation ``getProfile``).
+  ``primaryKey`` is the profile's "name id" for profile events (the schema's description).
+- Tokens: ``POST {gateway}/oauth/v1/tokens`` (``oauth.json``): Basic ``client id:client secret``,
+  ``x-app-key``, optional ``enterpriseId`` header, form ``grant_type=client_credentials`` and ``scope``
+  (``ORACLE_SCOPE``, default ``urn:opc:hgbu:ws:__myscopes__``: that value is second-hand, from public
+  integrators' code quoting Oracle's Postman collection). A token lasts an hour; it is cached per
+  container until 5 minutes before it expires, and renewed once when OHIP answers 401.
+
+Assumed or unknown (docs/platforms.md): the response of ``getProfile`` follows the schema
+(``profileDetails`` + ``profileIdList``); the spec's own example wraps it in ``profiles.profileInfo[]``
+instead, so both are read. Enum values arrive in either case (``Primary``/``PRIMARY``). Which
+``privacyInfo`` flag is marketing consent is not documented: ``optInEmail``/``optInSms`` by default
+(``ORACLE_EMAIL_OPTIN_FLAG``/``ORACLE_SMS_OPTIN_FLAG``), vetoed by ``allowEmail``/``allowSMS`` = false.
+OPERA has no "OTA email" flag: addresses at the relay domains of ``ORACLE_RELAY_EMAIL_DOMAINS`` are
+dropped.
+"""
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import json
+from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
+
+import httpx
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
-from chalicelib.errors import unauthorized
+from chalicelib.errors import PermanentError, RetryableError, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
+from chalicelib.http import Deadline, raise_for_status, send
+from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.settings import Settings
+from chalicelib.tokens import TokenCache
+
+WHAT_EVENTS = "OHIP business events API"
+WHAT_PROFILE = "OPERA CRM API"
+WHAT_TOKEN = "OHIP token endpoint"
+MAX_DEQUEUE = 20  # "The maximum allowable limit for this API is 20" (int.json)
+NOT_PUSHED = ("OPERA Cloud events are pulled from OHIP by the scheduled oracle_pull function, "
+              "not pushed: this URL accepts nothing")
+
+CIVILITIES = {"mr": "Mr.", "mrs": "Mrs.", "ms": "Ms.", "miss": "Miss", "dr": "Dr."}
+NON_GUEST_PROFILE_TYPES = {"agent", "company", "group", "source", "hotel", "vendor", "contact", "purge",
+                           "businessheader", "billingaccount", "activity", "potential", "account"}
+IGNORED_NAME_TYPES = {"incognito", "alternate", "phonetic", "external"}
+NON_VOICE_PHONES = {"fax", "pager", "telex", "data"}
+
+
+@dataclass(frozen=True)
+class OhipCredentials:
+    """One hotel's OHIP access: per-hotel values from the tenants document, else the settings."""
+
+    gateway_url: str | None
+    client_id: str | None
+    client_secret: str | None
+    app_key: str | None
+    enterprise_id: str | None
+    external_system_code: str | None
+    scope: str
+
+    @classmethod
+    def resolve(cls, settings: Settings, account: dict[str, str] | None) -> "OhipCredentials":
+        account = account or {}
+
+        def pick(key: str) -> str | None:
+            value = account.get(key) or getattr(settings, f"oracle_{key}")
+            return value.strip() if isinstance(value, str) and value.strip() else None
+
+        gateway = pick("gateway_url")
+        return cls(
+            gateway_url=gateway.rstrip("/") if gateway else None,
+            client_id=pick("client_id"),
+            client_secret=pick("client_secret"),
+            app_key=pick("app_key"),
+            enterprise_id=pick("enterprise_id"),
+            external_system_code=pick("external_system_code"),
+            scope=account.get("scope") or settings.oracle_scope,
+        )
+
+    def missing(self, pulling: bool = False) -> list[str]:
+        """Names of the settings still needed (never their values)."""
+        needed = ["gateway_url", "client_id", "client_secret", "app_key"] + (["external_system_code"] if pulling else [])
+        return [f"ORACLE_{name.upper()}" for name in needed if not getattr(self, name)]
 
 
 class OracleOperaConnector(Connector):
@@ -16,13 +108,290 @@ class OracleOperaConnector(Connector):
     id_field = "oracleId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        raise unauthorized("oracle connector not implemented yet")
+        raise unauthorized(NOT_PUSHED)
 
     def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        raise NotImplementedError
+        raise NotImplementedError("OPERA Cloud sends no webhooks (events are pulled): there is no request to sign")
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
-        raise NotImplementedError
+        raise unauthorized(NOT_PUSHED)  # never reached: verify refuses every request
+
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
+        credentials = OhipCredentials.resolve(context.settings, context.credentials(self.name, event.account_id))
+        missing = credentials.missing()
+        if missing:
+            raise PermanentError(f"OPERA Cloud is not configured for this hotel ({', '.join(missing)})")
+        profile_id = event.data["profile_id"]
+        url = f"{credentials.gateway_url}/crm/v1/profiles/{quote(profile_id, safe='')}"
+        response = ohip_request("GET", url, credentials, event.data["hotel_id"], context.deadline, WHAT_PROFILE)
+        if response.status_code == 204:
+            raise PermanentError(f"{WHAT_PROFILE} has no profile with this id (204)")
+        raise_for_status(response, WHAT_PROFILE)
+        details, id_list = profile_parts(_json_object(response, WHAT_PROFILE))
+        if details is None:
+            raise PermanentError(f"{WHAT_PROFILE} answered a profile without profileDetails")
+        if _lower(details.get("profileType")) in NON_GUEST_PROFILE_TYPES:
+            return None  # a company, travel agent, ... profile: not a guest
+        customer = details.get("customer") if isinstance(details.get("customer"), dict) else {}
+        anonymization = customer.get("anonymization") if isinstance(customer.get("anonymization"), dict) else {}
+        if _lower(anonymization.get("anonymizationStatus")) in {"requested", "anonymized"}:
+            return None  # the guest asked to be forgotten: never copy them into a CRM
+        return {"profileDetails": details, "profileIdList": id_list}
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
-        raise NotImplementedError
+        settings = context.settings
+        details = guest.get("profileDetails") if isinstance(guest.get("profileDetails"), dict) else {}
+        customer = details.get("customer") if isinstance(details.get("customer"), dict) else {}
+        name = primary_name(customer.get("personName"))
+        first_name = clean_text(name.get("givenName"))
+        last_name = clean_text(name.get("surname"))
+        nationality = _country(customer.get("nationality"))
+        citizen = customer.get("citizenCountry") if isinstance(customer.get("citizenCountry"), dict) else {}
+        privacy = details.get("privacyInfo")
+        metadata = {
+            "source": "oracle",
+            "oracleHotelId": event.account_id,
+            "oracleEventType": clean_text(event.kind),
+            "oracleNationality": nationality,
+        }
+        return CustomerImport(
+            firstName=first_name,
+            lastName=last_name,
+            displayName=display_name(first_name, last_name),
+            civility=civility(name.get("namePrefix")) or civility(name.get("nameTitle")),
+            language=language_code(customer.get("language")) or language_code(name.get("language")),
+            email=primary_email(details, _domains(settings.oracle_relay_email_domains)),
+            phoneNumber=primary_phone(details, context.phone_region, nationality, _country(citizen.get("code"))),
+            emailOptin=consent(privacy, settings.oracle_email_optin_flag, "allowEmail"),
+            smsOptin=consent(privacy, settings.oracle_sms_optin_flag, "allowSMS"),
+            oracleId=profile_id(guest.get("profileIdList")) or clean_text(event.data.get("profile_id")),
+            metadata={key: value for key, value in metadata.items() if value},
+        )
+
+
+# -- the polling API ------------------------------------------------------------------------------
+
+def dequeue_events(credentials: OhipCredentials, hotel_id: str, limit: int, deadline: Deadline) -> list[dict[str, str]]:
+    """Dequeue up to ``limit`` (≤ 20) business events of one hotel, reduced to their headers.
+
+    OPERA removes them from its queue as it answers: the caller must keep them safe from here on.
+    """
+    url = (f"{credentials.gateway_url}/int/v1/externalSystem/{quote(credentials.external_system_code or '', safe='')}"
+           f"/hotels/{quote(hotel_id, safe='')}/businessEvents")
+    response = ohip_request("GET", url, credentials, hotel_id, deadline, WHAT_EVENTS,
+                            params={"limit": max(1, min(MAX_DEQUEUE, limit))})
+    if response.status_code == 204:
+        return []
+    raise_for_status(response, WHAT_EVENTS)
+    items = _json_object(response, WHAT_EVENTS).get("businessEventData") or []
+    if not isinstance(items, list):
+        raise PermanentError(f"{WHAT_EVENTS} answered businessEventData that is not a list")
+    return [pulled_event(item, hotel_id) for item in items if isinstance(item, dict)]
+
+
+def pulled_event(item: dict[str, Any], hotel_id: str) -> dict[str, str]:
+    """The header of one dequeued business event, as the position store keeps it (ids only)."""
+    business_event = item.get("businessEvent") if isinstance(item.get("businessEvent"), dict) else {}
+    header = business_event.get("header") if isinstance(business_event.get("header"), dict) else {}
+    event_id_block = item.get("businessEventId") if isinstance(item.get("businessEventId"), dict) else {}
+    module = _text(header.get("moduleName"))
+    event_id = _text(event_id_block.get("id"))
+    if not event_id:
+        action_id = _text(header.get("actionId"))
+        # actionId is unique within a module only; without either, a hash of the header stands in.
+        event_id = (f"{module}:{action_id}" if action_id else
+                    "h:" + hashlib.sha256(json.dumps(header, sort_keys=True, default=str).encode()).hexdigest()[:24])
+    return {
+        "id": event_id,
+        "action": (_text(header.get("actionType")) or "").upper(),
+        "module": module or "",
+        "key": _text(header.get("primaryKey")) or "",
+        "hotel": _text(header.get("hotelId")) or hotel_id,
+        "at": _text(header.get("createdDateTime")) or "",
+    }
+
+
+def profile_events(settings: Settings) -> set[str]:
+    return {name.strip().upper() for name in settings.oracle_profile_events.split(",") if name.strip()}
+
+
+def pipeline_event(pulled: dict[str, str], hotel_id: str) -> Event:
+    """The pipeline's event for a dequeued profile event (account = the polled hotel)."""
+    return Event(
+        event_id=f"{hotel_id}/{pulled['id']}",
+        kind=pulled["action"],
+        account_id=hotel_id,
+        data={"profile_id": pulled["key"], "hotel_id": hotel_id, "business_event_id": pulled["id"]},
+        guest_key=f"profile:{pulled['key']}",
+    )
+
+
+# -- OHIP calls -----------------------------------------------------------------------------------
+
+def ohip_request(method: str, url: str, credentials: OhipCredentials, hotel_id: str, deadline: Deadline,
+                 what: str, **kwargs: Any) -> httpx.Response:
+    """One OHIP call with a cached token, renewed once if OHIP answers 401."""
+    for attempt in (1, 2):
+        token = _token(credentials, deadline)
+        response = send(method, url, deadline, what=what, headers={
+            "authorization": f"Bearer {token}",
+            "x-app-key": credentials.app_key or "",
+            "x-hotelid": hotel_id,
+            "Accept": "application/json",
+        }, **kwargs)
+        if response.status_code == 401 and attempt == 1:
+            _tokens.invalidate(token)
+            continue
+        return response
+    raise PermanentError(f"{what} refused a fresh token (401): check the application's access to this hotel")
+
+
+def _token(credentials: OhipCredentials, deadline: Deadline) -> str:
+    key = (credentials.gateway_url, credentials.client_id, credentials.app_key, credentials.enterprise_id,
+           credentials.scope)
+    return _tokens.get(key, lambda: _request_token(credentials, deadline))
+
+
+def _request_token(credentials: OhipCredentials, deadline: Deadline) -> tuple[str, float]:
+    basic = base64.b64encode(f"{credentials.client_id}:{credentials.client_secret}".encode()).decode()
+    headers = {"Authorization": f"Basic {basic}", "x-app-key": credentials.app_key or ""}
+    if credentials.enterprise_id:
+        headers["enterpriseId"] = credentials.enterprise_id
+    response = send("POST", f"{credentials.gateway_url}/oauth/v1/tokens", deadline, what=WHAT_TOKEN, headers=headers,
+                    data={"grant_type": "client_credentials", "scope": credentials.scope})
+    raise_for_status(response, WHAT_TOKEN)
+    body = _json_object(response, WHAT_TOKEN)
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise RetryableError(f"{WHAT_TOKEN} answered without an access_token")
+    expires_in = body.get("expires_in")
+    return token, float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600.0
+
+
+# OHIP tokens last an hour: keep each until 5 minutes before it expires.
+_tokens = TokenCache(margin_seconds=300)
+
+
+# -- mapping helpers ------------------------------------------------------------------------------
+
+def profile_parts(body: dict[str, Any]) -> tuple[dict[str, Any] | None, list[Any]]:
+    """``(profileDetails, profileIdList)`` from the schema's shape, or from the spec example's
+    ``{"profiles": {"profileInfo": [{"profile": …, "profileIdList": …}]}}``."""
+    if isinstance(body.get("profileDetails"), dict):
+        return body["profileDetails"], _list(body.get("profileIdList"))
+    profiles = body.get("profiles") if isinstance(body.get("profiles"), dict) else {}
+    info = next((item for item in _list(profiles.get("profileInfo")) if isinstance(item, dict)), None)
+    if info and isinstance(info.get("profile"), dict):
+        return info["profile"], _list(info.get("profileIdList"))
+    return None, []
+
+
+def primary_name(names: Any) -> dict[str, Any]:
+    """The ``Primary`` personName; else the first of another or no type. Never an incognito, alternate,
+    phonetic or external name."""
+    candidates = [name for name in _list(names) if isinstance(name, dict)]
+    for name in candidates:
+        if _lower(name.get("nameType")) == "primary":
+            return name
+    return next((name for name in candidates if _lower(name.get("nameType")) not in IGNORED_NAME_TYPES), {})
+
+
+def civility(value: Any) -> str | None:
+    text = clean_text(value, max_length=20)
+    return CIVILITIES.get(text.lower().rstrip(".")) if text else None
+
+
+def primary_email(details: dict[str, Any], relay_domains: set[str]) -> str | None:
+    """The primary email (else the first by display order) that is valid and not an OTA relay."""
+    emails = details.get("emails") if isinstance(details.get("emails"), dict) else {}
+    entries = [info.get("email") for info in _list(emails.get("emailInfo"))
+               if isinstance(info, dict) and isinstance(info.get("email"), dict)]
+    for entry in _by_preference(entries):
+        email = normalise_email(entry.get("emailAddress"))
+        if email and not _is_relay(email, relay_domains):
+            return email
+    return None
+
+
+def primary_phone(details: dict[str, Any], *regions: str | None) -> str | None:
+    """The primary voice number (else mobiles first, then by display order), in E.164."""
+    phones = details.get("telephones") if isinstance(details.get("telephones"), dict) else {}
+    entries = [info.get("telephone") for info in _list(phones.get("telephoneInfo"))
+               if isinstance(info, dict) and isinstance(info.get("telephone"), dict)]
+    voice = [entry for entry in entries if _lower(entry.get("phoneTechType")) not in NON_VOICE_PHONES]
+    for entry in _by_preference(voice, prefer_mobile=True):
+        phone = normalise_phone(entry.get("phoneNumber"), *regions)
+        if phone:
+            return phone
+    return None
+
+
+def consent(privacy: Any, flag: str, allow_flag: str) -> bool | None:
+    """Marketing consent from ``privacyInfo``: the opt-in flag; a channel the guest does not allow at
+    all (``allowEmail``/``allowSMS`` false) is a refusal; neither stated → None (not a guessed false)."""
+    if not isinstance(privacy, dict):
+        return None
+    if privacy.get(allow_flag) is False:
+        return False
+    value = privacy.get(flag)
+    return value if isinstance(value, bool) else None
+
+
+def profile_id(id_list: Any) -> str | None:
+    """The OPERA profile id from ``profileIdList`` (the entry of type ``Profile``)."""
+    for entry in _list(id_list):
+        if isinstance(entry, dict) and _lower(entry.get("type")) == "profile":
+            return clean_text(_text(entry.get("id")))
+    return None
+
+
+def _by_preference(entries: list[dict[str, Any]], prefer_mobile: bool = False) -> list[dict[str, Any]]:
+    def rank(item: tuple[int, dict[str, Any]]) -> tuple:
+        position, entry = item
+        mobile = "mobile" in {_lower(entry.get("phoneUseType")), _lower(entry.get("phoneTechType"))}
+        order = entry.get("orderSequence")
+        return (entry.get("primaryInd") is not True, prefer_mobile and not mobile,
+                order if isinstance(order, (int, float)) and order >= 0 else float("inf"), position)
+
+    return [entry for _, entry in sorted(enumerate(entries), key=rank)]
+
+
+def _is_relay(email: str, relay_domains: set[str]) -> bool:
+    domain = email.rpartition("@")[2]
+    return any(domain == relay or domain.endswith("." + relay) for relay in relay_domains)
+
+
+def _domains(setting: str) -> set[str]:
+    return {domain.strip().lower().lstrip("@") for domain in setting.split(",") if domain.strip()}
+
+
+def _country(value: Any) -> str | None:
+    text = clean_text(value, max_length=20)
+    return text.upper() if text and len(text) == 2 and text.isalpha() else None
+
+
+def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
+    try:
+        body = response.json()
+    except ValueError:
+        raise RetryableError(f"{what} answered 2xx with a body that is not JSON") from None
+    if not isinstance(body, dict):
+        raise RetryableError(f"{what} answered 2xx without a JSON object")
+    return body
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _lower(value: Any) -> str:
+    return value.strip().lower() if isinstance(value, str) else ""
+
+
+def _text(value: Any) -> str | None:
+    if isinstance(value, bool) or value is None:
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
