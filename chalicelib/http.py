@@ -113,3 +113,12 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
     if is_retryable_status(status):
         raise RetryableError(f"{what} answered {status}", parse_retry_after(response.headers.get("Retry-After")))
     raise PermanentError(f"{what} answered {status}: {detail}" if detail else f"{what} answered {status}")
+
+
+def json_object(response: httpx.Response) -> dict | None:
+    """The response body when it is a JSON object, else ``None`` (APIs answer HTML error pages too)."""
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None

@@ -50,7 +50,7 @@ from chalicelib.connectors.base import (
 )
 from chalicelib.errors import PermanentError, RetryableError, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import parse_retry_after, raise_for_status, send
+from chalicelib.http import json_object, parse_retry_after, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.settings import Settings
 from chalicelib.signatures import equal, hex_signature_matches, hmac_sha256_hex
@@ -176,7 +176,7 @@ class MetaLeadAdsConnector(Connector):
         url = f"{settings.meta_graph_url}/{quote(event.data['leadgen_id'], safe='')}"
         response = send("GET", url, context.deadline, what=WHAT, params=params)
         _raise_for_graph_error(response)
-        lead = _json_object(response)
+        lead = json_object(response)
         if lead is None:
             raise RetryableError(f"{WHAT} answered 2xx without a JSON lead")
         return lead
@@ -303,19 +303,11 @@ def _raise_for_graph_error(response) -> None:
     """Graph answers throttling and outages as HTTP 400 with an error code: those are retried."""
     if 200 <= response.status_code < 300:
         return
-    error = (_json_object(response) or {}).get("error")
+    error = (json_object(response) or {}).get("error")
     if isinstance(error, dict) and (error.get("is_transient") is True or error.get("code") in TRANSIENT_GRAPH_CODES):
         raise RetryableError(f"{WHAT} answered {response.status_code} with temporary error code {error.get('code')}",
                              parse_retry_after(response.headers.get("Retry-After")))
     raise_for_status(response, WHAT)
-
-
-def _json_object(response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _forbidden(reason: str) -> tuple[int, str, str]:

@@ -67,7 +67,7 @@ from chalicelib.connectors.base import (
 )
 from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import Deadline, raise_for_status, send
+from chalicelib.http import Deadline, json_object, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.settings import Settings
 from chalicelib.signatures import equal
@@ -285,7 +285,7 @@ def _fetch_client(api_url: str, credentials: tuple[str, str], client_id: str, de
             _tokens.invalidate(token)
             continue
         raise_for_status(response, WHAT)
-        client = (_json_object(response) or {}).get("data")
+        client = (json_object(response) or {}).get("data")
         if not isinstance(client, dict):
             raise RetryableError(f"{WHAT} answered 2xx without a client in data")
         return client
@@ -297,7 +297,7 @@ def _request_token(api_url: str, credentials: tuple[str, str], deadline: Deadlin
     response = send("POST", f"{api_url}/auth", deadline, what=what,
                     data={"client_id": credentials[0], "client_secret": credentials[1]})
     raise_for_status(response, what)
-    data = (_json_object(response) or {}).get("data")
+    data = (json_object(response) or {}).get("data")
     token = data.get("token") if isinstance(data, dict) else None
     if not isinstance(token, str) or not token:
         raise RetryableError(f"{what} answered without a token")
@@ -323,14 +323,6 @@ def _lifetime(expiration: object) -> float:
 
 # Kept per (API URL, client id) until 5 minutes before they expire.
 _tokens = TokenCache()
-
-
-def _json_object(response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _first(sources: list[dict[str, Any]], keys: tuple[str, ...], convert) -> Any:

@@ -36,8 +36,6 @@ Tenant routing: ``restaurantUuid``, else ``groupUuid`` (customer events carry on
 from __future__ import annotations
 
 import re
-import threading
-import time
 from typing import Any
 from urllib.parse import quote
 
@@ -55,10 +53,11 @@ from chalicelib.connectors.base import (
 )
 from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import Deadline, raise_for_status, send
+from chalicelib.http import Deadline, json_object, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.settings import Settings
 from chalicelib.signatures import equal
+from chalicelib.tokens import TokenCache
 
 # eventType → the entity it is about (and the API collection to fetch it from).
 IMPORTED_EVENTS = {
@@ -207,7 +206,8 @@ class _Client:
     def get(self, collection: str, uuid: str) -> dict[str, Any]:
         url = f"{self.api_url}/v1/{collection}/{quote(uuid, safe='')}"
         for attempt in (1, 2):
-            token = _tokens.get(self.auth_url, self.client_id, self.client_secret, self.deadline)
+            token = _tokens.get((self.auth_url, self.client_id), lambda: _request_token(
+                self.auth_url, self.client_id, self.client_secret, self.deadline))
             response = send("GET", url, self.deadline, what=WHAT,
                             headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
             if response.status_code == 401 and attempt == 1:
@@ -215,44 +215,11 @@ class _Client:
                 _tokens.invalidate(token)
                 continue
             raise_for_status(response, WHAT)
-            body = _json_object(response)
+            body = json_object(response)
             if body is None:
                 raise RetryableError(f"{WHAT} answered 2xx without a JSON object")
             return body
         raise PermanentError(f"{WHAT} refused a fresh token (401): check the client's access to this restaurant")
-
-
-class _TokenCache:
-    """Client-credentials tokens per (auth URL, client id), kept for their lifetime less a small margin.
-
-    Like ``ubereats._TokenCache`` but with TheFork's request body and a margin of one minute: TheFork asks
-    not to request a token before the previous one expires.
-    """
-
-    MARGIN_SECONDS = 60.0
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._tokens: dict[tuple[str, str], tuple[str, float]] = {}
-
-    def get(self, auth_url: str, client_id: str, client_secret: str, deadline: Deadline) -> str:
-        key = (auth_url, client_id)
-        with self._lock:
-            cached = self._tokens.get(key)
-            if cached and cached[1] > time.monotonic():
-                return cached[0]
-            token, lifetime = _request_token(auth_url, client_id, client_secret, deadline)
-            margin = min(self.MARGIN_SECONDS, lifetime / 10)
-            self._tokens[key] = (token, time.monotonic() + max(0.0, lifetime - margin))
-            return token
-
-    def invalidate(self, token: str) -> None:
-        with self._lock:
-            self._tokens = {key: value for key, value in self._tokens.items() if value[0] != token}
-
-    def clear(self) -> None:
-        with self._lock:
-            self._tokens.clear()
 
 
 def _request_token(auth_url: str, client_id: str, client_secret: str, deadline: Deadline) -> tuple[str, float]:
@@ -265,7 +232,7 @@ def _request_token(auth_url: str, client_id: str, client_secret: str, deadline: 
         "client_secret": client_secret,
     })
     raise_for_status(response, what)
-    body = _json_object(response) or {}
+    body = json_object(response) or {}
     token = body.get("access_token")
     if not isinstance(token, str) or not token:
         raise RetryableError(f"{what} answered without an access_token")
@@ -274,12 +241,7 @@ def _request_token(auth_url: str, client_id: str, client_secret: str, deadline: 
     return token, float(expires_in) if valid else 8600.0
 
 
-_tokens = _TokenCache()
+# TheFork asks not to request a token before the previous one expires: renew one minute before.
+_tokens = TokenCache(margin_seconds=60)
 
 
-def _json_object(response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None

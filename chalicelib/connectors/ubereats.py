@@ -31,7 +31,7 @@ from chalicelib.connectors.base import (
 )
 from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import Deadline, raise_for_status, send
+from chalicelib.http import Deadline, json_object, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name
 from chalicelib.settings import Settings
 from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
@@ -100,7 +100,7 @@ class UberEatsConnector(Connector):
                 _tokens.invalidate(token)
                 continue
             raise_for_status(response, WHAT)
-            order = _json_object(response)
+            order = json_object(response)
             if order is None:
                 raise RetryableError(f"{WHAT} answered 2xx without a JSON order")
             return order
@@ -161,7 +161,7 @@ def _request_token(settings: Settings, deadline: Deadline) -> tuple[str, float]:
         },
     )
     raise_for_status(response, what)
-    body = _json_object(response) or {}
+    body = json_object(response) or {}
     token = body.get("access_token")
     if not isinstance(token, str) or not token:
         raise RetryableError(f"{what} answered without an access_token")
@@ -171,14 +171,6 @@ def _request_token(settings: Settings, deadline: Deadline) -> tuple[str, float]:
 
 # Uber limits client-credentials token requests to 100 an hour: keep each until 5 minutes before expiry.
 _tokens = TokenCache(margin_seconds=300)
-
-
-def _json_object(response) -> dict[str, Any] | None:
-    try:
-        body = response.json()
-    except ValueError:
-        return None
-    return body if isinstance(body, dict) else None
 
 
 def _last_segment(href: str | None) -> str | None:
