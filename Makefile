@@ -29,7 +29,7 @@ run: venv
 	$(BIN)/chalice local --host 127.0.0.1 --port $(PORT) --no-autoreload
 
 test: venv
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n 2
 
 # chalice package (CloudFormation/SAM) merged with deploy/resources.yaml, then .pyc for the runtime's
 # Python in both zips. Needs no AWS account; any region will do (the template uses ${AWS::Region}).
