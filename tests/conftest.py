@@ -19,10 +19,10 @@ import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
 
-from tests.emulators.fullwhere import FullwhereEmulator
-from tests.emulators.mews import MewsEmulator
-from tests.emulators.ubereats import UberEatsEmulator
-from tests.support import aws as local_aws
+from sandbox.emulators.fullwhere import FullwhereEmulator
+from sandbox.emulators.mews import MewsEmulator
+from sandbox.emulators.ubereats import UberEatsEmulator
+from sandbox import aws as local_aws
 from tests.support.signing import deliveroo_headers, ubereats_headers
 
 ROOT = Path(__file__).parent.parent

@@ -8,7 +8,7 @@ from typing import Callable
 import pytest
 
 from tests.conftest import MEWS_ENTERPRISE, fixture_bytes, fixture_json
-from tests.emulators.base import Fault
+from sandbox.emulators.base import Fault
 
 
 @dataclass(frozen=True)

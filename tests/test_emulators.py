@@ -10,9 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from tests.emulators.base import Fault
-from tests.emulators.fullwhere import FullwhereEmulator
-from tests.emulators.mews import (
+from sandbox.emulators.base import Fault
+from sandbox.emulators.fullwhere import FullwhereEmulator
+from sandbox.emulators.mews import (
     CUSTOMERS_PATH,
     RESERVATIONS_PATH,
     MewsEmulator,
@@ -20,8 +20,8 @@ from tests.emulators.mews import (
     make_reservation,
     make_webhook,
 )
-from tests.emulators.ubereats import UberEatsEmulator, make_notification, make_order
-from tests.support import aws
+from sandbox.emulators.ubereats import UberEatsEmulator, make_notification, make_order
+from sandbox import aws
 
 AUTH = {"X-API-KEY": "test-key", "X-API-SECRET": "test-secret"}
 

@@ -9,7 +9,7 @@ import pytest
 from chalicelib.errors import PermanentError, RetryableError
 from chalicelib.fullwhere import CustomerImport, FullwhereClient
 from chalicelib.http import Deadline, reset_http_client
-from tests.emulators.base import Fault
+from sandbox.emulators.base import Fault
 
 
 @pytest.fixture

@@ -9,8 +9,8 @@ import json
 import pytest
 
 from tests.conftest import fixture_bytes, fixture_json
-from tests.emulators.base import Fault
-from tests.emulators.meta import MetaGraphEmulator
+from sandbox.emulators.base import Fault
+from sandbox.emulators.meta import MetaGraphEmulator
 
 APP_SECRET = "meta-app-secret-5c1e"
 VERIFY_TOKEN = "meatyhamhock"  # the sample value of Meta's getting-started page

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tests.conftest import MEWS_ENTERPRISE, fixture_json
-from tests.emulators.mews import make_reservation
+from sandbox.emulators.mews import make_reservation
 
 CUSTOMER_ID = "c2f1d888-232e-49eb-87ac-5f75363af13b"
 

@@ -11,9 +11,9 @@ import pytest
 from chalice.local import LambdaContext
 
 from tests.conftest import fixture_json
-from tests.emulators.base import Fault
-from tests.emulators.oracle import OhipEmulator, make_event
-from tests.support import aws as local_aws
+from sandbox.emulators.base import Fault
+from sandbox.emulators.oracle import OhipEmulator, make_event
+from sandbox import aws as local_aws
 
 CLIENT_ID, CLIENT_SECRET = "opera-client", "opera-client-secret-7c1"
 APP_KEY = "41ecd082-8997-4c69-af34-2f72b83645ff"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from tests.conftest import fixture_bytes, fixture_json
-from tests.emulators.base import Fault
+from sandbox.emulators.base import Fault
 from tests.test_mews import CUSTOMER_ID, add_customer, webhook
 
 
@@ -53,7 +53,7 @@ def test_rate_limit_retry_after_is_honoured_as_the_backoff(bridge):
     assert bridge.poller.poll_once() == 1  # the worker tries, Fullwhere still says 429
     assert bridge.poller.poll_once() == 0  # hidden for Retry-After, not redelivered at once
     assert bridge.retry_jobs() == []  # invisible, yet not lost:
-    from tests.support.aws import queue_depth
+    from sandbox.aws import queue_depth
 
     assert queue_depth(bridge.endpoint, bridge.retry_url) == 1
 
@@ -119,7 +119,7 @@ def test_inline_budget_spent_defers_the_rest_to_the_queue(bridge):
 
 
 def test_poisoned_message_is_dead_lettered_verbatim(bridge):
-    from tests.support.aws import client
+    from sandbox.aws import client
 
     client("sqs", bridge.endpoint).send_message(QueueUrl=bridge.retry_url, MessageBody="{not a job")
     bridge.drain()
@@ -164,7 +164,7 @@ def test_worker_hands_back_records_it_has_no_time_for(bridge):
     bridge.fullwhere.faults.add(Fault("status", status=503), times=1)
     bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
 
-    from tests.support.aws import client
+    from sandbox.aws import client
 
     sqs = client("sqs", bridge.endpoint)
     messages = sqs.receive_message(QueueUrl=bridge.retry_url, AttributeNames=["All"])["Messages"]
@@ -183,7 +183,7 @@ def test_a_batch_is_processed_concurrently_with_exact_partial_failures(bridge):
     import time as clock
 
     from chalicelib.retry_worker import handle_batch
-    from tests.support.aws import client
+    from sandbox.aws import client
 
     for index in range(10):
         add_customer(bridge, f"cust-{index}", Email=f"guest{index}@example.org", Phone=None)
@@ -215,7 +215,7 @@ def test_a_batch_is_processed_concurrently_with_exact_partial_failures(bridge):
 
 def test_dead_letters_moved_back_by_a_redrive_are_resumed(bridge):
     """A redrive moves dead letters back as they are: the worker resumes the job inside."""
-    from tests.support.aws import client
+    from sandbox.aws import client
 
     add_customer(bridge)
     bridge.fullwhere.faults.add(Fault("status", status=400, body="temporary validation bug"), times=1)

@@ -59,7 +59,7 @@ def test_secrets_repr_hides_values():
 
 
 def test_secret_document_fills_settings_and_the_environment_wins(bridge):
-    from tests.support.aws import client
+    from sandbox.aws import client
 
     client("secretsmanager", bridge.endpoint).create_secret(
         Name="bridge/settings",

@@ -11,8 +11,8 @@ import json
 import pytest
 
 from tests.conftest import FULLWHERE_KEY, fixture_bytes, fixture_json
-from tests.emulators.base import Fault
-from tests.emulators.sevenrooms import AUTH_PATH, CLIENTS_PREFIX, SevenRoomsEmulator
+from sandbox.emulators.base import Fault
+from sandbox.emulators.sevenrooms import AUTH_PATH, CLIENTS_PREFIX, SevenRoomsEmulator
 
 WEBHOOK_SECRET = "sevenrooms-hook-secret-5b1e"
 API_CLIENT_ID, API_CLIENT_SECRET = "sevenrooms-api-client", "sevenrooms-api-secret-c07d"

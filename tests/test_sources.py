@@ -10,8 +10,8 @@ import pytest
 from chalicelib.settings import Settings, SettingsError
 from chalicelib.sources import load_sources
 from tests.conftest import fixture_bytes
-from tests.emulators.base import Fault
-from tests.emulators.como import ComoEmulator, make_member
+from sandbox.emulators.base import Fault
+from sandbox.emulators.como import ComoEmulator, make_member
 from tests.support.signing import hmac_base64, hmac_hex, standard_webhooks_headers
 
 COMO_SECRET = "como-hook-secret"

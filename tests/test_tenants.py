@@ -120,7 +120,7 @@ def test_secret_values_never_appear_in_validation_errors(tmp_path):
 
 
 def test_tenants_document_from_secrets_manager(bridge):
-    from tests.support.aws import client
+    from sandbox.aws import client
 
     client("secretsmanager", bridge.endpoint).create_secret(Name="bridge/tenants", SecretString=json.dumps(TWO_TENANTS))
     bridge.configure(tenants_secret_id="bridge/tenants", fullwhere_api_key=None)

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from tests.conftest import fixture_bytes, fixture_json
-from tests.emulators.base import Fault
-from tests.emulators.thefork import CUSTOMERS_PREFIX, TOKEN_PATH, TheForkEmulator
+from sandbox.emulators.base import Fault
+from sandbox.emulators.thefork import CUSTOMERS_PREFIX, TOKEN_PATH, TheForkEmulator
 
 WEBHOOK_TOKEN = "thefork-url-token-NN8ul7c3"
 CLIENT_ID, CLIENT_SECRET = "thefork-client", "thefork-client-secret-7d2e"

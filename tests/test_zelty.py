@@ -10,8 +10,8 @@ import httpx
 import pytest
 
 from tests.conftest import fixture_bytes, fixture_json
-from tests.emulators.base import Fault
-from tests.emulators.zelty import ZeltyEmulator
+from sandbox.emulators.base import Fault
+from sandbox.emulators.zelty import ZeltyEmulator
 
 SECRET = "zelty-secret-key-7c41"
 API_KEY = "zelty-api-key-19ab"

@@ -19,7 +19,7 @@ import secrets
 from collections import deque
 from typing import Any
 
-from tests.emulators.base import EmulatorServer, Request
+from sandbox.emulators.base import EmulatorServer, Request
 
 TOKEN_PATH = "/oauth/v1/tokens"
 EVENTS_PREFIX = "/int/v1/externalSystem/"

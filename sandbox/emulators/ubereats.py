@@ -18,7 +18,7 @@ import uuid
 from collections import deque
 from typing import Any
 
-from tests.emulators.base import EmulatorServer, Request
+from sandbox.emulators.base import EmulatorServer, Request
 
 TOKEN_PATH = "/oauth/v2/token"
 ORDER_PREFIX = "/v2/eats/order/"

@@ -20,7 +20,7 @@ import json
 import uuid
 from typing import Any
 
-from tests.emulators.base import EmulatorServer, HttpError, Request
+from sandbox.emulators.base import EmulatorServer, HttpError, Request
 
 VERSIONS = ("v1", "v2")
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from tests.emulators.base import EmulatorServer, Request
+from sandbox.emulators.base import EmulatorServer, Request
 
 MEMBER_PATH = "/getMemberDetails"
 

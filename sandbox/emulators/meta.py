@@ -21,7 +21,7 @@ import re
 import secrets
 from typing import Any
 
-from tests.emulators.base import EmulatorServer, Request
+from sandbox.emulators.base import EmulatorServer, Request
 
 DEFAULT_FIELDS = ("created_time", "id", "ad_id", "form_id", "field_data")
 _LEAD_PATH = re.compile(r"^/v\d+\.\d+/([^/]+)$")

@@ -17,7 +17,7 @@ import hmac
 import secrets
 from typing import Any
 
-from tests.emulators.base import EmulatorServer, Request
+from sandbox.emulators.base import EmulatorServer, Request
 
 TOKEN_PATH = "/oauth/token"
 API_PREFIX = "/manager"

@@ -10,7 +10,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.emulators.base import EmulatorServer, HttpError, Request
+from sandbox.emulators.base import EmulatorServer, HttpError, Request
 
 CUSTOMERS_PATH = "/api/connector/v1/customers/getAll"
 RESERVATIONS_PATH = "/api/connector/v1/reservations/getAll/2023-06-06"

@@ -19,7 +19,7 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 from urllib.parse import unquote
 
-from tests.emulators.base import EmulatorServer, Request
+from sandbox.emulators.base import EmulatorServer, Request
 
 API_PREFIX = "/2_4"
 AUTH_PATH = f"{API_PREFIX}/auth"

@@ -5,7 +5,7 @@ shared/platforms/fullwhere.md. Where the vendor says nothing (batch body, list
 response, error bodies) the choices are marked "assumed" below.
 
 Run standalone as a local sandbox:
-    python -m tests.emulators.fullwhere --port 8900 [--db FILE] [--account KEY:SECRET ...]
+    python -m sandbox.emulators.fullwhere --port 8900 [--db FILE] [--account KEY:SECRET ...]
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import uuid
 from datetime import datetime, timezone
 from typing import Any, Iterator
 
-from tests.emulators.base import EmulatorServer, HttpError, Request, serve_until_interrupted
+from sandbox.emulators.base import EmulatorServer, HttpError, Request, serve_until_interrupted
 
 TEXT_FIELDS = (
     "description", "company", "firstName", "lastName", "displayName",
