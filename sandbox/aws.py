@@ -66,11 +66,14 @@ def client(service: str, endpoint_url: str) -> Any:
 
 
 def create_queues(
-    endpoint_url: str, name: str, max_receive_count: int = 3, visibility_timeout: int = 30
+    endpoint_url: str, name: str, max_receive_count: int = 3, visibility_timeout: int = 30,
+    dead_letter_name: str | None = None,
 ) -> tuple[str, str]:
-    """Create `<name>-dlq` and `<name>` redriving to it; returns (queue_url, dlq_url)."""
+    """Create the dead-letter queue (`<name>-dlq` unless named) and `<name>` redriving to it, as the AWS
+    stack does; returns (queue_url, dlq_url)."""
     sqs = client("sqs", endpoint_url)
-    dlq_url = sqs.create_queue(QueueName=f"{name}-dlq")["QueueUrl"]
+    dlq_url = sqs.create_queue(QueueName=dead_letter_name or f"{name}-dlq",
+                               Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
     dlq_arn = _queue_arn(sqs, dlq_url)
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
     queue_url = sqs.create_queue(
