@@ -24,7 +24,7 @@ from urllib.parse import urlencode
 from sandbox.emulators.mews import make_customer
 from sandbox.emulators.oracle import make_event
 from sandbox.emulators.ubereats import make_order
-from sandbox.stack import MEWS_ENTERPRISE, META_PAGE, ORACLE_HOTEL, SECRETS, Sandbox
+from sandbox.stack import MEWS_ENTERPRISE, META_PAGE, ORACLE_HOTEL, Sandbox
 
 FIXTURES = Path(__file__).parent.parent / "tests" / "fixtures"
 
