@@ -12,6 +12,16 @@ import threading
 import time
 import weakref
 from collections.abc import Callable, Hashable
+from typing import Protocol, TypeVar
+
+from chalicelib.errors import PermanentError
+
+
+class _Response(Protocol):
+    status_code: int
+
+
+ResponseT = TypeVar("ResponseT", bound=_Response)
 
 # Every cache, so tests (and nothing else) can forget all tokens at once.
 _caches: "weakref.WeakSet[TokenCache]" = weakref.WeakSet()
@@ -37,6 +47,18 @@ class TokenCache:
             keep = max(0.0, lifetime - min(self._margin, lifetime * self._fraction))
             self._tokens[key] = (token, time.monotonic() + keep)
             return token
+
+    def authorised(self, key: Hashable, request: Callable[[], tuple[str, float]],
+                   call: Callable[[str], ResponseT], refused: str) -> ResponseT:
+        """``call(token)`` with the cached token. A 401 means the token was revoked or expired early: it is
+        renewed and the call made once more; a second 401 is permanent (``refused`` says what to check)."""
+        for _ in range(2):
+            token = self.get(key, request)
+            response = call(token)
+            if response.status_code != 401:
+                return response
+            self.invalidate(token)
+        raise PermanentError(refused)
 
     def invalidate(self, token: str) -> None:
         """Forget a token the API refused (revoked or expired early)."""

@@ -231,25 +231,19 @@ def pipeline_event(pulled: dict[str, str], hotel_id: str) -> Event:
 def ohip_request(method: str, url: str, credentials: OhipCredentials, hotel_id: str, deadline: Deadline,
                  what: str, **kwargs: Any) -> httpx.Response:
     """One OHIP call with a cached token, renewed once if OHIP answers 401."""
-    for attempt in (1, 2):
-        token = _token(credentials, deadline)
-        response = send(method, url, deadline, what=what, headers={
+    key = (credentials.gateway_url, credentials.client_id, credentials.app_key, credentials.enterprise_id,
+           credentials.scope)
+    return _tokens.authorised(
+        key,
+        lambda: _request_token(credentials, deadline),
+        lambda token: send(method, url, deadline, what=what, headers={
             "authorization": f"Bearer {token}",
             "x-app-key": credentials.app_key or "",
             "x-hotelid": hotel_id,
             "Accept": "application/json",
-        }, **kwargs)
-        if response.status_code == 401 and attempt == 1:
-            _tokens.invalidate(token)
-            continue
-        return response
-    raise PermanentError(f"{what} refused a fresh token (401): check the application's access to this hotel")
-
-
-def _token(credentials: OhipCredentials, deadline: Deadline) -> str:
-    key = (credentials.gateway_url, credentials.client_id, credentials.app_key, credentials.enterprise_id,
-           credentials.scope)
-    return _tokens.get(key, lambda: _request_token(credentials, deadline))
+        }, **kwargs),
+        refused=f"{what} refused a fresh token (401): check the application's access to this hotel",
+    )
 
 
 def _request_token(credentials: OhipCredentials, deadline: Deadline) -> tuple[str, float]:

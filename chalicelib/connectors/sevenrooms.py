@@ -277,19 +277,17 @@ def _signature_matches(secret: str, body: bytes, given: str, encoding: str) -> b
 
 def _fetch_client(api_url: str, credentials: tuple[str, str], client_id: str, deadline: Deadline) -> dict[str, Any]:
     url = f"{api_url}/clients/{quote(client_id, safe='')}"
-    for attempt in (1, 2):
-        token = _tokens.get((api_url, credentials[0]), lambda: _request_token(api_url, credentials, deadline))
-        response = send("GET", url, deadline, what=WHAT, headers={"Authorization": token})
-        if response.status_code == 401 and attempt == 1:
-            # The cached token was revoked or expired early: get a new one, once.
-            _tokens.invalidate(token)
-            continue
-        raise_for_status(response, WHAT)
-        client = (json_object(response) or {}).get("data")
-        if not isinstance(client, dict):
-            raise RetryableError(f"{WHAT} answered 2xx without a client in data")
-        return client
-    raise PermanentError(f"{WHAT} refused a fresh token (401): check the SevenRooms API credentials")
+    response = _tokens.authorised(
+        (api_url, credentials[0]),
+        lambda: _request_token(api_url, credentials, deadline),
+        lambda token: send("GET", url, deadline, what=WHAT, headers={"Authorization": token}),
+        refused=f"{WHAT} refused a fresh token (401): check the SevenRooms API credentials",
+    )
+    raise_for_status(response, WHAT)
+    client = (json_object(response) or {}).get("data")
+    if not isinstance(client, dict):
+        raise RetryableError(f"{WHAT} answered 2xx without a client in data")
+    return client
 
 
 def _request_token(api_url: str, credentials: tuple[str, str], deadline: Deadline) -> tuple[str, float]:

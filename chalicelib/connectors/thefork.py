@@ -205,21 +205,18 @@ class _Client:
 
     def get(self, collection: str, uuid: str) -> dict[str, Any]:
         url = f"{self.api_url}/v1/{collection}/{quote(uuid, safe='')}"
-        for attempt in (1, 2):
-            token = _tokens.get((self.auth_url, self.client_id), lambda: _request_token(
-                self.auth_url, self.client_id, self.client_secret, self.deadline))
-            response = send("GET", url, self.deadline, what=WHAT,
-                            headers={"Authorization": f"Bearer {token}", "Accept": "application/json"})
-            if response.status_code == 401 and attempt == 1:
-                # Revoked or expired early: the one case where a new token is asked before expiry.
-                _tokens.invalidate(token)
-                continue
-            raise_for_status(response, WHAT)
-            body = json_object(response)
-            if body is None:
-                raise RetryableError(f"{WHAT} answered 2xx without a JSON object")
-            return body
-        raise PermanentError(f"{WHAT} refused a fresh token (401): check the client's access to this restaurant")
+        response = _tokens.authorised(
+            (self.auth_url, self.client_id),
+            lambda: _request_token(self.auth_url, self.client_id, self.client_secret, self.deadline),
+            lambda token: send("GET", url, self.deadline, what=WHAT,
+                               headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}),
+            refused=f"{WHAT} refused a fresh token (401): check the client's access to this restaurant",
+        )
+        raise_for_status(response, WHAT)
+        body = json_object(response)
+        if body is None:
+            raise RetryableError(f"{WHAT} answered 2xx without a JSON object")
+        return body
 
 
 def _request_token(auth_url: str, client_id: str, client_secret: str, deadline: Deadline) -> tuple[str, float]:

@@ -89,22 +89,20 @@ class UberEatsConnector(Connector):
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
         settings = context.settings
         url = f"{settings.ubereats_api_url}/v2/eats/order/{quote(event.data['order_id'], safe='')}"
-        for attempt in (1, 2):
-            token = _token(settings, context.deadline)
-            response = send(
-                "GET", url, context.deadline, what=WHAT,
-                headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"},
-            )
-            if response.status_code == 401 and attempt == 1:
-                # The cached token was revoked or expired early: get a new one, once.
-                _tokens.invalidate(token)
-                continue
-            raise_for_status(response, WHAT)
-            order = json_object(response)
-            if order is None:
-                raise RetryableError(f"{WHAT} answered 2xx without a JSON order")
-            return order
-        raise PermanentError(f"{WHAT} refused a fresh token (401): check the app's scopes")
+        if not settings.ubereats_client_id or not settings.ubereats_client_secret:
+            raise PermanentError("Uber Eats client id or secret not configured")
+        response = _tokens.authorised(
+            (settings.ubereats_auth_url, settings.ubereats_client_id, settings.ubereats_scope),
+            lambda: _request_token(settings, context.deadline),
+            lambda token: send("GET", url, context.deadline, what=WHAT,
+                               headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"}),
+            refused=f"{WHAT} refused a fresh token (401): check the app's scopes",
+        )
+        raise_for_status(response, WHAT)
+        order = json_object(response)
+        if order is None:
+            raise RetryableError(f"{WHAT} answered 2xx without a JSON order")
+        return order
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
         eater = guest.get("eater") if isinstance(guest.get("eater"), dict) else {}
@@ -140,13 +138,6 @@ def eater_id(order: dict[str, Any], first_name: str | None) -> str | None:
         return clean_text(eaters[0]["id"])
     matching = [e for e in eaters if first_name and clean_text(e.get("first_name")) == first_name]
     return clean_text(matching[0]["id"]) if len(matching) == 1 else None
-
-
-def _token(settings: Settings, deadline: Deadline) -> str:
-    if not settings.ubereats_client_id or not settings.ubereats_client_secret:
-        raise PermanentError("Uber Eats client id or secret not configured")
-    key = (settings.ubereats_auth_url, settings.ubereats_client_id, settings.ubereats_scope)
-    return _tokens.get(key, lambda: _request_token(settings, deadline))
 
 
 def _request_token(settings: Settings, deadline: Deadline) -> tuple[str, float]:
