@@ -25,8 +25,9 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	touch $@
 
+# The whole bridge on 127.0.0.1 until Ctrl-C (sandbox/local_stack.py); e.g. make run ARGS="--pull-every 10".
 run: venv
-	$(BIN)/chalice local --host 127.0.0.1 --port $(PORT) --no-autoreload
+	$(BIN)/python -m sandbox.local_stack --port $(PORT) $(ARGS)
 
 test: venv
 	$(BIN)/python -m pytest -q -n 2

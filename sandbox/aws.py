@@ -21,10 +21,10 @@ REGION = "eu-west-3"
 LambdaHandler = Callable[[dict[str, Any]], Any]
 
 
-def start_moto() -> tuple[ThreadedMotoServer, str]:
-    """Start a moto server on a free loopback port; returns (server, endpoint_url)."""
+def start_moto(port: int = 0) -> tuple[ThreadedMotoServer, str]:
+    """Start a moto server on loopback (``port`` 0: a free one); returns (server, endpoint_url)."""
     # Port 0 lets the OS pick: no race with another process grabbing a probed port.
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     return server, f"http://{host}:{port}"

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -77,7 +78,11 @@ class Sandbox:
     """Start with ``with Sandbox() as sandbox:``; ``sandbox.environment()`` configures the bridge."""
 
     def __init__(self, fullwhere_db: str | None = None, fullwhere_latency: float = 0.0, with_aws: bool = True,
-                 ports: dict[str, int] | None = None):
+                 ports: dict[str, int] | None = None, with_fullwhere: bool = True, aws_names: bool = False):
+        # ports: fixed ports by name ("fullwhere", "aws"); the others are picked by the OS.
+        # with_fullwhere=False: the real Fullwhere API is used (local stack with FULLWHERE_API_KEY set).
+        # aws_names=True: the queues and table get the AWS stack's names (the local stack). Otherwise each
+        # sandbox gets its own, since moto servers in one process share their state.
         ports = ports or {}
 
         def port(name: str) -> dict[str, int]:
@@ -100,25 +105,31 @@ class Sandbox:
             "como": ComoEmulator(api_key=SECRETS["como_api_key"]),
         }
         self.with_aws = with_aws
+        self.with_fullwhere = with_fullwhere
+        self._aws_port = ports.get("aws", 0)
         self._moto = None
         self.aws_endpoint: str | None = None
         self.retry_queue_url: str | None = None
         self.dead_letter_queue_url: str | None = None
-        self.identity_table = "fullwhere-bridge-identity"
+        suffix = "" if aws_names else f"-{uuid.uuid4().hex[:8]}"
+        self.retry_queue_name = f"fullwhere-bridge-retry{suffix}"
+        self.dead_letter_queue_name = f"fullwhere-bridge-dead-letter{suffix}"
+        self.identity_table = f"fullwhere-bridge-identity{suffix}"
         self._workdir = tempfile.TemporaryDirectory(prefix="fullwhere-sandbox-")
         self.sources_file = Path(self._workdir.name) / "sources.json"
 
     # -- lifecycle ---------------------------------------------------------------------------------
     def start(self, max_receive_count: int = 8, visibility_timeout: int = 720) -> "Sandbox":
-        self.fullwhere.start()
+        if self.with_fullwhere:
+            self.fullwhere.start()
         for server in self.platforms.values():
             server.start()
         self.sources_file.write_text(json.dumps(sources_document(self.platforms["como"].url)))
         if self.with_aws:
-            self._moto, self.aws_endpoint = aws.start_moto()
+            self._moto, self.aws_endpoint = aws.start_moto(self._aws_port)
             self.retry_queue_url, self.dead_letter_queue_url = aws.create_queues(
-                self.aws_endpoint, "fullwhere-bridge-retry", max_receive_count=max_receive_count,
-                visibility_timeout=visibility_timeout, dead_letter_name="fullwhere-bridge-dead-letter")
+                self.aws_endpoint, self.retry_queue_name, max_receive_count=max_receive_count,
+                visibility_timeout=visibility_timeout, dead_letter_name=self.dead_letter_queue_name)
             aws.create_identity_table(self.aws_endpoint, self.identity_table)
         return self
 
@@ -146,9 +157,6 @@ class Sandbox:
         """Every setting the bridge needs to use the sandbox (plus boto3's, when it runs moto)."""
         p = self.platforms
         env = {
-            "FULLWHERE_API_URL": self.fullwhere.url,
-            "FULLWHERE_API_KEY": FULLWHERE_KEY,
-            "FULLWHERE_API_SECRET": FULLWHERE_SECRET,
             "DELIVEROO_WEBHOOK_SECRET": SECRETS["deliveroo"],
             "UBEREATS_CLIENT_ID": SECRETS["uber_client_id"],
             "UBEREATS_CLIENT_SECRET": SECRETS["uber_client_secret"],
@@ -184,6 +192,9 @@ class Sandbox:
             "COMO_BRANCH_ID": "sandbox-branch",
             "COMO_POS_ID": "sandbox-pos",
         }
+        if self.fullwhere.running:
+            env.update({"FULLWHERE_API_URL": self.fullwhere.url, "FULLWHERE_API_KEY": FULLWHERE_KEY,
+                        "FULLWHERE_API_SECRET": FULLWHERE_SECRET})
         if self.aws_endpoint:
             env.update(aws.aws_env(self.aws_endpoint))
             env.update({
