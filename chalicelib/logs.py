@@ -1,10 +1,20 @@
 """Structured JSON logs: one line per outcome, no secrets, no personal data.
 
 Each line carries ``outcome`` (received, verified, ignored, imported, duplicate, skipped, queued,
-retried, dead_lettered, rejected, failed) with the platform, tenant, event id and attempt when known.
+retried, dead_lettered, rejected, failed, ...) with the platform, tenant, event id, attempt and
+``latency_ms`` when they apply. The entry points open a :func:`log_context` (one webhook event, one
+retry job) whose fields every line written inside it carries, with the time since it opened as
+``latency_ms`` unless the line gives its own; so even a line written deep in the pipeline says which
+event it is about.
+
 Personal data never reaches a log line in clear: :func:`mask_email`, :func:`mask_phone` and
 :func:`mask_name` are the only way it may appear, and :func:`redact_url` strips query values (Mews and
-TheFork put their webhook token in the URL).
+TheFork put their webhook token in the URL). As a second line of defence every string field is
+scrubbed: email-shaped text everywhere, phone-shaped text everywhere but in ids (a Meta lead id is
+all digits).
+
+Every line is also counted as a CloudWatch metric (:mod:`chalicelib.metrics`, Embedded Metric Format),
+written once per invocation by :func:`invocation`.
 """
 
 from __future__ import annotations
@@ -14,8 +24,14 @@ import logging
 import re
 import sys
 import time
-from typing import Any
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from functools import wraps
+from typing import Any, TypeVar
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from chalicelib import metrics
 
 LOGGER_NAME = "fullwhere_bridge"
 
@@ -73,13 +89,88 @@ def scrub(text: str) -> str:
     return _PHONE_IN_TEXT.sub(lambda m: mask_phone(m.group(0)) or "", text)
 
 
+# Fields that are identifiers: phone-shaped digits there are ids (Meta lead ids, OPERA profile ids),
+# not phone numbers. Emails are masked in them all the same.
+_ID_FIELDS = frozenset({"outcome", "platform", "tenant", "event_id", "message_id", "customer_id", "account_id",
+                        "hotel_id", "stage", "kind", "status"})
+
+
+MAX_FIELD_LENGTH = 300
+
+
+def _scrub_emails(text: str) -> str:
+    return _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)) or "", text)
+
+
 def log(outcome: str, message: str = "", *, level: int = logging.INFO, exc_info: bool = False, **fields: Any) -> None:
-    """Write one structured line. ``fields`` must already be log-safe (masked, ids only)."""
-    fields = {key: value for key, value in fields.items() if value is not None}
-    fields["outcome"] = outcome
-    if isinstance(fields.get("reason"), str):
-        fields["reason"] = scrub(fields["reason"])
-    _logger.log(level, message or outcome, extra={"fields": fields}, exc_info=exc_info)
+    """Write one structured line and count it as a metric. ``fields`` should already be log-safe
+    (masked, ids only); string values are scrubbed again here."""
+    context = _context.get()
+    merged: dict[str, Any] = dict(context.fields) if context else {}
+    merged.update((key, value) for key, value in fields.items() if value is not None)
+    if context and "latency_ms" not in merged:
+        merged["latency_ms"] = context.watch.ms()
+    merged["outcome"] = outcome
+    for key, value in merged.items():
+        if isinstance(value, str):
+            if len(value) > MAX_FIELD_LENGTH:  # ids and event types come from payloads: bound what a sender writes
+                value = value[:MAX_FIELD_LENGTH] + "…"
+            merged[key] = _scrub_emails(value) if key in _ID_FIELDS else scrub(value)
+    metrics.record(outcome, merged.get("platform"), merged.get("latency_ms"))
+    _logger.log(level, message or outcome, extra={"fields": merged}, exc_info=exc_info)
+
+
+class _Context:
+    __slots__ = ("fields", "watch")
+
+    def __init__(self, fields: dict[str, Any]):
+        self.fields = fields
+        self.watch = Stopwatch()
+
+
+_context: ContextVar[_Context | None] = ContextVar("fullwhere_bridge_log_context", default=None)
+
+
+@contextmanager
+def log_context(**fields: Any) -> Iterator[None]:
+    """Lines written inside carry ``fields`` (those of an enclosing context too) and, unless they give
+    their own, the milliseconds since this context opened as ``latency_ms``.
+
+    Context variables are per thread: the retry worker opens one in each of its record threads.
+    """
+    outer = _context.get()
+    inherited = dict(outer.fields) if outer else {}
+    inherited.update((key, value) for key, value in fields.items() if value is not None)
+    token = _context.set(_Context(inherited))
+    try:
+        yield
+    finally:
+        _context.reset(token)
+
+
+def bind(**fields: Any) -> None:
+    """Add fields to the current :func:`log_context` (e.g. once a job's platform and tenant are read)."""
+    context = _context.get()
+    if context is not None:
+        context.fields.update((key, value) for key, value in fields.items() if value is not None)
+
+
+_Function = TypeVar("_Function", bound=Callable[..., Any])
+
+
+def invocation(function: _Function) -> _Function:
+    """Decorate an entry point (one Lambda invocation): its lines share a fresh log context, and the
+    metrics it counted are written once, when it returns or raises."""
+
+    @wraps(function)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            with log_context():
+                return function(*args, **kwargs)
+        finally:
+            metrics.flush()
+
+    return wrapper  # type: ignore[return-value]
 
 
 def mask_email(email: str | None) -> str | None:

@@ -28,7 +28,7 @@ from chalicelib.connectors import get_connector
 from chalicelib.connectors.base import Event
 from chalicelib.errors import QueueUnavailable
 from chalicelib.http import Deadline
-from chalicelib.logs import Stopwatch, log
+from chalicelib.logs import Stopwatch, bind, invocation, log, log_context
 from chalicelib.retry_queue import DeadLetter, RetryJob
 from chalicelib.settings import Settings, get_settings
 from chalicelib.tenants import get_directory
@@ -39,6 +39,7 @@ from chalicelib.tenants import get_directory
 LAMBDA_SAFETY_SECONDS = 3.0
 
 
+@invocation
 def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None = None) -> dict[str, list[dict[str, str]]]:
     """Handle a batch, its records concurrently (at most ``WORKER_CONCURRENCY`` at a time).
 
@@ -53,7 +54,8 @@ def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None
     def handle(record: dict[str, Any]) -> bool:
         time_left = remaining_ms() / 1000 - LAMBDA_SAFETY_SECONDS if remaining_ms else None
         try:
-            return handle_record(record, time_left)
+            with log_context(message_id=record.get("messageId")):  # per thread: each record's lines say which
+                return handle_record(record, time_left)
         except Exception:  # a bug or a broken configuration: this record comes back, the others stand
             log("failed", "unexpected error in the retry worker", level=logging.ERROR, exc_info=True,
                 message_id=record.get("messageId"))
@@ -97,6 +99,7 @@ def handle_record(record: dict[str, Any], time_left: float | None = None) -> boo
 
     attempt = job.attempt + receive_count
     fields = {"platform": job.platform, "tenant": job.tenant, "event_id": job.event_id, "attempt": attempt}
+    bind(**fields)
     connector = get_connector(job.platform)
     tenant = get_directory().get(job.tenant) if job.tenant else None
     if connector is None or tenant is None:

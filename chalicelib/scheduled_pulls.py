@@ -52,7 +52,7 @@ from chalicelib.connectors.oracle import (
 )
 from chalicelib.errors import BridgeError, RetryableError
 from chalicelib.http import Deadline
-from chalicelib.logs import Stopwatch, log
+from chalicelib.logs import Stopwatch, invocation, log
 from chalicelib.settings import Settings, SettingsError, get_settings
 from chalicelib.tenants import Tenant, TenantDirectory, credentials_for, get_directory
 
@@ -88,6 +88,7 @@ class LeaseLost(Exception):
     """Another run holds the position now (only possible if this run outlived its lease)."""
 
 
+@invocation
 def handle(remaining_ms: Callable[[], float] | None = None) -> dict[str, Any]:
     """One scheduled run over every configured hotel; returns counts (no personal data)."""
     watch = Stopwatch()

@@ -25,7 +25,7 @@ from chalicelib.connectors import get_connector
 from chalicelib.connectors.base import Connector, Event, WebhookRequest
 from chalicelib.errors import QueueUnavailable, RejectedRequest
 from chalicelib.http import Deadline
-from chalicelib.logs import Stopwatch, log
+from chalicelib.logs import Stopwatch, invocation, log, log_context
 from chalicelib.settings import Settings, SettingsError, get_settings
 from chalicelib.tenants import Tenant, get_directory
 
@@ -40,6 +40,7 @@ def error_response(status: int, error: str, reason: str) -> Response:
     return json_response(status, {"error": error, "reason": reason})
 
 
+@invocation
 def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: dict | None) -> Response:
     watch = Stopwatch()
     try:
@@ -103,6 +104,7 @@ def _misconfigured(platform: str, exc: SettingsError) -> Response:
     return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
 
 
+@invocation
 def handle_handshake(platform: str, headers: dict, query: dict | None) -> Response:
     """A ``GET`` on a webhook URL: the platform's verification handshake, where it has one."""
     try:
@@ -120,6 +122,12 @@ def handle_handshake(platform: str, headers: dict, query: dict | None) -> Respon
 
 def process_event(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
     """Run one event; True when it is imported, ignored, skipped, queued or dead-lettered (i.e. safe)."""
+    # Every line written for this event (the pipeline's too) names it and times it.
+    with log_context(platform=connector.name, tenant=tenant.id, event_id=event.event_id, attempt=1):
+        return _process_event(connector, event, tenant, settings, deadline)
+
+
+def _process_event(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
     fields = {"platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "attempt": 1}
     watch = Stopwatch()
     try:

@@ -222,12 +222,17 @@ FORBIDDEN_IN_LOGS = (
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
+    """Fail a passing test whose log lines (and EMF metric lines) hold a value listed above, any email,
+    phone or name of the fixtures, a secret configured while it ran, or an unmasked email
+    (tests/support/log_leaks.py)."""
     outcome = yield
     report = outcome.get_result()
     if report.when != "call" or not report.passed:
         return
-    log_lines = [line for line in report.capstdout.splitlines() if line.startswith('{"ts"')]
-    leaks = sorted({value for line in log_lines for value in FORBIDDEN_IN_LOGS if value in line})
+    from tests.support.log_leaks import bridge_log_lines, configured_secrets, find_leaks, fixture_personal_data
+
+    log_lines = bridge_log_lines(report.capstdout)
+    leaks = find_leaks(log_lines, {*FORBIDDEN_IN_LOGS, *fixture_personal_data(), *configured_secrets()})
     if leaks:
         report.outcome = "failed"
         report.longrepr = f"the bridge's logs contain secrets or personal data: {leaks}"

@@ -170,7 +170,7 @@ class MewsConnector(Connector):
             firstName=first_name,
             lastName=last_name,
             displayName=display_name(first_name, last_name),
-            civility=CIVILITIES.get(guest.get("Title")),
+            civility=CIVILITIES.get(guest["Title"]) if isinstance(guest.get("Title"), str) else None,
             language=language_code(guest.get("PreferredLanguageCode")) or language_code(guest.get("LanguageCode")),
             email=email,
             phoneNumber=normalise_phone(guest.get("Phone"), context.phone_region, guest.get("NationalityCode")),

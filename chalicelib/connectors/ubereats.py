@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import quote
 
+from pydantic import Field
+
 from chalicelib.connectors.base import (
     Connector,
     PayloadModel,
@@ -47,7 +49,7 @@ class Meta(PayloadModel):
 
 
 class Notification(PayloadModel):
-    event_id: str
+    event_id: str = Field(min_length=1)
     event_type: str
     meta: Meta | None = None
     resource_href: str | None = None

@@ -1,0 +1,126 @@
+"""CloudWatch metrics in the Embedded Metric Format (EMF), written to the logs: no API call, no client.
+
+Every structured log line (:func:`chalicelib.logs.log`) counts one ``Events`` datapoint for its
+platform and outcome, plus its ``latency_ms`` as a ``Latency`` value when it has one. The counts are
+kept in memory and written by :func:`flush` at the end of each invocation (:func:`chalicelib.logs.invocation`
+wraps the webhook, handshake, retry-worker and OPERA-pull entry points), one JSON line per platform and
+outcome seen. CloudWatch Logs turns each such line into metrics in the ``FullwhereBridge`` namespace,
+with the dimension sets ``[platform, outcome]`` and ``[outcome]`` (e.g. an alarm on ``dead_lettered``
+across platforms).
+
+Format: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
+(a ``_aws`` object naming the metrics, their values as top-level members; at most 100 values per
+metric array, so longer latency lists are split across lines).
+
+Why not Powertools' ``Metrics``: importing it costs ~80 ms of cold start on this machine and ~7.6 MB
+of layer (measured, docs/reliability.md), for what this module does in a few lines.
+
+Dimension values are bounded: a platform that is not configured (a 404's path segment, chosen by
+whoever sends the request) is counted as ``unknown``, so nobody can create metrics at will.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+NAMESPACE = "FullwhereBridge"
+MAX_VALUES = 100  # EMF: at most 100 values in one metric array
+UNKNOWN = "unknown"
+# Outcomes whose latency is a meaningful distribution (a request or an event reaching its end).
+TIMED_OUTCOMES = frozenset({"acknowledged", "rejected", "imported", "duplicate", "skipped", "ignored", "queued",
+                            "retried", "dead_lettered", "failed", "handshake", "pull_finished"})
+
+_lock = threading.Lock()
+_counts: dict[tuple[str, str], int] = defaultdict(int)
+_latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
+
+
+def record(outcome: str, platform: str | None, latency_ms: float | None = None) -> None:
+    """Count one outcome (called by :func:`chalicelib.logs.log` for every line)."""
+    key = (platform or UNKNOWN, outcome)
+    with _lock:
+        _counts[key] += 1
+        if latency_ms is not None and outcome in TIMED_OUTCOMES and isinstance(latency_ms, (int, float)):
+            _latencies[key].append(float(latency_ms))
+
+
+def pending() -> dict[tuple[str, str], int]:
+    """The counts not flushed yet (for tests and the scenario runner)."""
+    with _lock:
+        return dict(_counts)
+
+
+def flush(stream: Any = None) -> int:
+    """Write the counts as EMF lines and forget them; returns the number of lines written."""
+    with _lock:
+        counts, latencies = dict(_counts), {key: list(values) for key, values in _latencies.items()}
+        _counts.clear()
+        _latencies.clear()
+    if not counts:
+        return 0
+    known = _known_platforms()
+    merged_counts: dict[tuple[str, str], int] = defaultdict(int)
+    merged_latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
+    for (platform, outcome), count in counts.items():
+        key = (platform if platform in known else UNKNOWN, outcome)
+        merged_counts[key] += count
+        merged_latencies[key] += latencies.get((platform, outcome), [])
+    lines = [line for key in sorted(merged_counts)
+             for line in documents(key[0], key[1], merged_counts[key], merged_latencies[key])]
+    out = stream or sys.stdout
+    try:
+        out.write("".join(json.dumps(line, separators=(",", ":")) + "\n" for line in lines))
+    except Exception:  # metrics must never break the invocation they describe
+        return 0
+    return len(lines)
+
+
+def documents(platform: str, outcome: str, count: int, latencies: list[float]) -> list[dict[str, Any]]:
+    """The EMF documents of one (platform, outcome): the count, and the latencies 100 at a time."""
+    chunks = [latencies[start:start + MAX_VALUES] for start in range(0, len(latencies), MAX_VALUES)] or [[]]
+    result = []
+    for index, chunk in enumerate(chunks):
+        metrics, values = [], {}
+        if index == 0:
+            metrics.append({"Name": "Events", "Unit": "Count"})
+            values["Events"] = count
+        if chunk:
+            metrics.append({"Name": "Latency", "Unit": "Milliseconds"})
+            values["Latency"] = [round(value, 1) for value in chunk]
+        document: dict[str, Any] = {
+            "_aws": {
+                "Timestamp": int(time.time() * 1000),
+                "CloudWatchMetrics": [{
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [["platform", "outcome"], ["outcome"]],
+                    "Metrics": metrics,
+                }],
+            },
+            "platform": platform,
+            "outcome": outcome,
+            **values,
+        }
+        function = os.environ.get("AWS_LAMBDA_FUNCTION_NAME")
+        if function:
+            document["function"] = function  # a property, not a dimension: searchable in Logs Insights
+        result.append(document)
+    return result
+
+
+def _known_platforms() -> set[str]:
+    """Every platform a line may be counted under: the built-in connectors, and the declarative sources
+    if this container has loaded them (a request naming a platform that is not built in loads them, so a
+    real source is never missed; loading them here would cost a cold start that serves a built-in one)."""
+    from chalicelib import connectors
+
+    known = set(connectors.builtin_names())
+    declarative = getattr(connectors, "_declarative_cache", None)
+    if declarative is not None:
+        known.update(declarative[1])
+    return known
