@@ -2,7 +2,9 @@
 
 from chalice import Chalice, Rate
 
-from chalicelib import retry_worker, scheduled_pulls, webhooks
+# The three functions (API, retry worker, OPERA pull) all load this module: the worker's and the pull's
+# modules are imported by their own handlers, so the API's cold start never pays for them.
+from chalicelib import webhooks
 from chalicelib.retry_queue import RETRY_QUEUE_NAME
 
 app = Chalice(app_name="fullwhere-bridge")
@@ -29,10 +31,14 @@ def health():
 
 @app.on_sqs_message(queue=RETRY_QUEUE_NAME, batch_size=10, name="retry_worker")
 def retry(event):
+    from chalicelib import retry_worker
+
     return retry_worker.handle_batch(event.to_dict(), event.context.get_remaining_time_in_millis)
 
 
 # OPERA Cloud pushes no webhook: its business events are dequeued from OHIP on a schedule.
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="oracle_pull")
 def oracle_pull(event):
+    from chalicelib import scheduled_pulls
+
     return scheduled_pulls.handle(getattr(event.context, "get_remaining_time_in_millis", None))

@@ -21,7 +21,10 @@ def clean_text(value: object, max_length: int = 200) -> str | None:
     """Trim, fold runs of white space, drop control characters; empty becomes ``None``."""
     if not isinstance(value, str):
         return None
-    text = "".join(ch for ch in value if unicodedata.category(ch)[0] != "C" or ch in " \t\n")
+    # isprintable() means no control/format character: the filter below would keep every one (it is
+    # the per-event hot spot, docs/performance.md).
+    text = value if value.isprintable() else "".join(
+        ch for ch in value if unicodedata.category(ch)[0] != "C" or ch in " \t\n")
     text = _SPACES.sub(" ", text).strip()
     return text[:max_length] or None
 

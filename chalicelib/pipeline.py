@@ -17,7 +17,6 @@ from chalicelib.connectors.base import Connector, Context, Event
 from chalicelib.errors import BridgeError, PermanentError, RetryableError
 from chalicelib.fullwhere import CustomerImport, FullwhereClient
 from chalicelib.http import Deadline
-from chalicelib.identity import Claim, IdentityLedger, KnownGuest, ledger_key
 from chalicelib.logs import log
 from chalicelib.settings import Settings
 from chalicelib.tenants import Tenant
@@ -81,6 +80,8 @@ def run(
             return _import_through_ledger(connector, customer, tenant, settings, deadline, payload)
 
     if stage == "record":
+        from chalicelib.identity import Claim, IdentityLedger
+
         claim = Claim(token=payload["claim"], key=payload["key"])
         with _stage("record", payload):
             IdentityLedger(settings.identity_table).record(claim, payload["fingerprint"], payload.get("customer_id"))
@@ -97,6 +98,9 @@ def _import_through_ledger(
     deadline: Deadline,
     payload: dict[str, Any],
 ) -> Outcome:
+    # Only guests without email or phone need the ledger: the common path never imports it.
+    from chalicelib.identity import IdentityLedger, KnownGuest, ledger_key
+
     guest_id = getattr(customer, connector.id_field, None) or next(iter(customer.platform_ids().values()))
     ledger = IdentityLedger(settings.identity_table)
     fingerprint = customer.fingerprint()

@@ -34,7 +34,7 @@ DEAD_LETTER_QUEUE_NAME = "fullwhere-bridge-dead-letter"
 
 
 class RetryJob(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     version: int = 1
     platform: str
@@ -49,7 +49,7 @@ class RetryJob(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="ignore", defer_build=True)
 
     kind: DeadLetterKind
     reason: str

@@ -25,7 +25,7 @@ from chalicelib.logs import set_level as set_log_level
 class Settings(BaseModel):
     """Every setting of the bridge. The field name upper-cased is the environment variable's name."""
 
-    model_config = ConfigDict(frozen=True, extra="ignore")
+    model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
 
     # Fullwhere partner API (the default tenant's credentials when there is no tenants document).
     fullwhere_api_url: str = "https://api.fullwhere.com"

@@ -34,14 +34,14 @@ DEFAULT_TENANT_ID = "default"
 
 
 class PlatformAccounts(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     # account id → that account's credentials on the platform (e.g. {"access_token": "..."} for Mews)
     accounts: dict[str, dict[str, str]] = Field(default_factory=dict)
 
 
 class Tenant(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     id: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     fullwhere_api_key: str = Field(min_length=1)
@@ -77,7 +77,7 @@ class Tenant(BaseModel):
 
 
 class TenantsDocument(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     tenants: list[Tenant] = Field(min_length=1)
 

@@ -1,19 +1,32 @@
-"""Add precompiled bytecode to the zips of a ``chalice package`` output directory.
+"""Add precompiled bytecode to the zips of a ``chalice package`` output directory, and trim the layer.
 
 Chalice packages source only, and Lambda's code and layer filesystems are read-only, so without
 ``.pyc`` files every cold start compiles every module it imports (about twice the import time:
-``../shared/platforms/chalice.md`` §1.5 gotcha 6, §3). For ``deployment.zip`` and
-``layer-deployment.zip`` this script:
+``../shared/platforms/chalice.md`` §1.5 gotcha 6, §3). Every ``.pyc`` is compiled with
+``--invalidation-mode unchecked-hash`` (Python loads it without comparing the source's mtime, which
+zipping and extracting change) and names the path its source has on Lambda (``/var/task/...`` for
+the function code, ``/opt/...`` for the layer), so tracebacks name real paths.
 
-- drops whatever ``__pycache__`` Chalice copied from the working tree (timestamp-based, maybe stale);
-- compiles every ``.py`` with ``--invalidation-mode unchecked-hash``: Python loads such a ``.pyc``
-  without looking at the source's mtime, which zipping and extracting change;
-- embeds the path the file will have on Lambda (``/var/task/...`` for the function code,
-  ``/opt/...`` for the layer), so tracebacks name real paths;
-- rewrites the zip in place, keeping every original entry as it was.
+``deployment.zip`` (the bridge's own code, ``/var/task``) keeps its sources and gets a
+``__pycache__/*.cpython-311.pyc`` beside each: tracebacks of our code show the source line and the
+column markers.
 
-It must run with the Python version of the template's runtime (the ``.pyc`` format changes with
-every minor version); it checks that. Usage::
+``layer-deployment.zip`` (the dependencies, ``/opt``) must stay small (docs/performance.md, 5 MB for
+both zips), so:
+
+- each ``.py`` is *replaced* by its ``.pyc`` at the same place (``compileall -b`` layout, which Python
+  imports without a source), compiled without column tables (``-X no_debug_ranges``). A traceback
+  through a dependency still names its file and line, but cannot quote the line;
+- files the runtime never reads are left out: type stubs (``*.pyi``, ``py.typed``), wheel ``RECORD``
+  files (they list the files as installed, which no longer holds), installed command-line scripts
+  (``*.data/scripts``), and PyYAML's optional libyaml binding (``yaml/_yaml*.so``, 2.7 MB with debug
+  symbols): ``yaml.safe_load``, the only YAML call, is pure Python, and PyYAML falls back to it by
+  design when the binding is missing. Licences and metadata stay;
+- entries are compressed at level 9.
+
+The zips are rewritten in place, with fixed timestamps (reproducible). This must run with the Python
+version of the template's runtime (the ``.pyc`` format changes with every minor version); it checks
+that. Usage::
 
     python deploy/precompile.py PACKAGE_DIR
 """
@@ -21,19 +34,41 @@ every minor version); it checks that. Usage::
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import os
-import py_compile
 import re
+import subprocess
 import sys
 import tempfile
 import zipfile
-from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-# Each zip of the package, and where Lambda extracts it.
-ZIPS = {"deployment.zip": "/var/task", "layer-deployment.zip": "/opt"}
 ZIP_EPOCH = (1980, 1, 1, 0, 0, 0)  # the timestamp Chalice gives every entry: reproducible zips
+COMPRESS_LEVEL = 9
+
+
+@dataclass(frozen=True)
+class Layout:
+    """How one zip of the package is compiled."""
+
+    lambda_root: str  # where Lambda extracts the zip
+    sourceless: bool  # replace each .py by its .pyc (else add __pycache__/*.pyc beside it)
+    drop: tuple[re.Pattern[str], ...] = ()  # entries the runtime never reads
+
+
+# Never needed by the runtime (see the module docstring).
+LAYER_DROP = tuple(re.compile(pattern) for pattern in (
+    r"\.pyi$",
+    r"(^|/)py\.typed$",
+    r"\.dist-info/RECORD$",
+    r"\.data/scripts/",
+    r"(^|/)yaml/_yaml\.[^/]*\.so$",
+))
+
+LAYOUTS = {
+    "deployment.zip": Layout("/var/task", sourceless=False),
+    "layer-deployment.zip": Layout("/opt", sourceless=True, drop=LAYER_DROP),
+}
 
 
 class PrecompileError(RuntimeError):
@@ -52,59 +87,71 @@ def runtime_version(package_dir: Path) -> tuple[int, int]:
     return int(major), int(minor)
 
 
-def _compile(task: tuple[str, str]) -> str | None:
-    """Compile one source file; the error message if it does not compile."""
-    source, lambda_path = task
-    try:
-        py_compile.compile(
-            source,
-            cfile=importlib.util.cache_from_source(source, optimization=""),
-            dfile=lambda_path,
-            doraise=True,
-            optimize=0,
-            invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH,
-        )
-    except py_compile.PyCompileError as exc:
-        return f"{lambda_path}: {exc.msg.strip().splitlines()[-1]}"
-    return None
-
-
 def _is_bytecode(name: str) -> bool:
     # Only caches: a sourceless .pyc shipped by a package outside __pycache__ is a module, kept as is.
     return "__pycache__" in PurePosixPath(name).parts
 
 
-def precompile_zip(zip_path: Path, lambda_root: str, pool: ProcessPoolExecutor) -> tuple[int, list[str]]:
-    """Rewrite ``zip_path`` with a ``.pyc`` next to each module; (modules compiled, compile errors)."""
+def _cache_name(source: str) -> str:
+    path = PurePosixPath(source)
+    tag = sys.implementation.cache_tag
+    return str(path.parent / "__pycache__" / f"{path.stem}.{tag}.pyc").removeprefix("./")
+
+
+def _compile_tree(root: Path, layout: Layout) -> str:
+    """Compile every .py under ``root`` with the standard library's compileall; its error output."""
+    command = [sys.executable, "-m", "compileall", "-q", "-j", "0", "--invalidation-mode", "unchecked-hash",
+               "-s", str(root), "-p", layout.lambda_root]
+    if layout.sourceless:
+        command.append("-b")
+    # Column tables (PEP 657) are about a third of a .pyc; the workers compileall forks inherit this.
+    env = {**os.environ, "PYTHONNODEBUGRANGES": "1"} if layout.sourceless else dict(os.environ)
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    result = subprocess.run([*command, str(root)], env=env, capture_output=True, text=True)
+    if result.returncode != 0:
+        return (result.stdout + result.stderr).strip() or f"compileall exited with {result.returncode}"
+    return ""
+
+
+def _entry(name: str, data: bytes) -> tuple[zipfile.ZipInfo, bytes]:
+    info = zipfile.ZipInfo(name, ZIP_EPOCH)
+    info.external_attr = 0o100644 << 16
+    info.compress_type = zipfile.ZIP_DEFLATED
+    return info, data
+
+
+def precompile_zip(zip_path: Path, layout: Layout) -> tuple[int, int, str]:
+    """Rewrite ``zip_path``; (modules compiled, entries dropped, compile errors)."""
     with tempfile.TemporaryDirectory(prefix="precompile-") as scratch:
         root = Path(scratch)
         with zipfile.ZipFile(zip_path) as archive:
-            entries = [(info, archive.read(info)) for info in archive.infolist() if not _is_bytecode(info.filename)]
-        tasks = []
+            infos = [info for info in archive.infolist() if not _is_bytecode(info.filename)]
+            kept = [info for info in infos if not any(rule.search(info.filename) for rule in layout.drop)]
+            entries = [(info, archive.read(info)) for info in kept]
+        sources = {info.filename for info, _ in entries if info.filename.endswith(".py") and not info.is_dir()}
         for info, data in entries:
-            if info.filename.endswith(".py") and not info.is_dir():
-                source = root / info.filename
-                source.parent.mkdir(parents=True, exist_ok=True)
-                source.write_bytes(data)
-                tasks.append((str(source), f"{lambda_root}/{info.filename}"))
-        errors = [error for error in pool.map(_compile, tasks, chunksize=16) if error]
+            if info.filename in sources:
+                (root / info.filename).parent.mkdir(parents=True, exist_ok=True)
+                (root / info.filename).write_bytes(data)
+        errors = _compile_tree(root, layout)
 
+        def bytecode(source: str) -> Path:
+            return root / (source + "c" if layout.sourceless else _cache_name(source))
+
+        compiled = [source for source in sources if bytecode(source).exists()]
+        replaced = set(compiled) if layout.sourceless else set()
         rewritten = zip_path.with_name(zip_path.name + ".tmp")
-        with zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED) as archive:
+        with zipfile.ZipFile(rewritten, "w", zipfile.ZIP_DEFLATED, compresslevel=COMPRESS_LEVEL) as archive:
             for info, data in entries:
-                archive.writestr(info, data)
-            compiled = 0
-            for source, _ in tasks:
-                cache = Path(importlib.util.cache_from_source(source, optimization=""))
-                if not cache.exists():  # it did not compile: listed in errors
-                    continue
-                info = zipfile.ZipInfo(cache.relative_to(root).as_posix(), ZIP_EPOCH)
-                info.external_attr = 0o100644 << 16
-                info.compress_type = zipfile.ZIP_DEFLATED
-                archive.writestr(info, cache.read_bytes())
-                compiled += 1
+                if info.filename in replaced:
+                    archive.writestr(*_entry(info.filename + "c", bytecode(info.filename).read_bytes()))
+                else:
+                    archive.writestr(info, data)
+            if not layout.sourceless:
+                for source in compiled:
+                    archive.writestr(*_entry(_cache_name(source), bytecode(source).read_bytes()))
         os.replace(rewritten, zip_path)
-    return compiled, errors
+    return len(compiled), len(infos) - len(kept), errors
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -119,18 +166,21 @@ def main(argv: list[str] | None = None) -> int:
                 f"{sys.version_info[0]}.{sys.version_info[1]}: run this script with python{wanted[0]}.{wanted[1]}"
             )
         failed = False
-        with ProcessPoolExecutor() as pool:
-            for name, lambda_root in ZIPS.items():
-                path = args.package_dir / name
-                if not path.exists():
-                    raise PrecompileError(f"{path} is missing")
-                before = path.stat().st_size
-                compiled, errors = precompile_zip(path, lambda_root, pool)
-                print(f"{name}: {compiled} modules precompiled for Python {wanted[0]}.{wanted[1]}, "
-                      f"{before / 1e6:.2f} MB -> {path.stat().st_size / 1e6:.2f} MB")
-                for error in errors:
-                    print(f"  does not compile: {error}", file=sys.stderr)
-                failed = failed or bool(errors)
+        total = 0
+        for name, layout in LAYOUTS.items():
+            path = args.package_dir / name
+            if not path.exists():
+                raise PrecompileError(f"{path} is missing")
+            before = path.stat().st_size
+            compiled, dropped, errors = precompile_zip(path, layout)
+            total += path.stat().st_size
+            how = "sourceless, " if layout.sourceless else ""
+            print(f"{name}: {compiled} modules precompiled for Python {wanted[0]}.{wanted[1]} ({how}{dropped} files "
+                  f"left out), {before / 1e6:.2f} MB -> {path.stat().st_size / 1e6:.2f} MB")
+            if errors:
+                print(f"  does not compile:\n{errors}", file=sys.stderr)
+            failed = failed or bool(errors)
+        print(f"package: {total / 1e6:.2f} MB compressed (deployment.zip + layer-deployment.zip)")
     except PrecompileError as exc:
         print(f"precompile: {exc}", file=sys.stderr)
         return 2

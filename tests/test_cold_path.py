@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -48,3 +49,45 @@ def test_successful_webhook_for_a_guest_with_an_email_never_imports_boto3(emulat
     outcome = json.loads(result.stdout.strip().splitlines()[-1])
     assert outcome == {"status": 200, "boto3_loaded": False, "app_pulls_botocore": False}
     assert [c["email"] for c in fullwhere.customers()] == ["j.smith@example.com"]
+
+
+# Every platform whose sample guest has an email (Deliveroo and Uber Eats relay phones go through the
+# identity ledger, so they need DynamoDB; Simphony imports nobody; OPERA is pulled, not a webhook).
+PLATFORMS_WITH_AN_EMAIL = ("mews", "thefork", "meta", "sevenrooms", "zelty", "como", "partouche", "chr365", "zenchef")
+
+SCRIPT_EVERY_PLATFORM = """
+import base64, json, sys
+from app import app
+from chalice.test import Client
+statuses = {}
+with Client(app) as client:
+    for delivery in json.loads(sys.stdin.read()):
+        response = client.http.post(delivery["path"], headers=delivery["headers"], body=base64.b64decode(delivery["body"]))
+        statuses[delivery["platform"]] = response.status_code
+print(json.dumps({"statuses": statuses, "boto3_loaded": "boto3" in sys.modules}))
+"""
+
+
+def test_successful_webhooks_of_every_platform_never_import_boto3_for_guests_with_an_email():
+    from sandbox.samples import SAMPLES
+    from sandbox.stack import FULLWHERE_KEY, Sandbox
+
+    with Sandbox(with_aws=False) as sandbox:
+        deliveries = [SAMPLES[platform].prepare(sandbox, 1) for platform in PLATFORMS_WITH_AN_EMAIL]
+        environment = {
+            "PATH": os.environ["PATH"], **sandbox.environment(),
+            "RETRY_QUEUE_URL": "http://127.0.0.1:9/queue/retry", "DEAD_LETTER_QUEUE_URL": "http://127.0.0.1:9/queue/dlq",
+            "IDENTITY_TABLE": "ledger",
+        }
+        payload = [{"platform": d.platform, "path": d.path, "headers": d.headers,
+                    "body": base64.b64encode(d.body).decode()} for d in deliveries]
+        result = subprocess.run([sys.executable, "-c", SCRIPT_EVERY_PLATFORM], input=json.dumps(payload),
+                                capture_output=True, text=True, cwd=ROOT, env=environment, timeout=120, check=True)
+        outcome = json.loads(result.stdout.strip().splitlines()[-1])
+        customers = sandbox.fullwhere.customers(FULLWHERE_KEY)
+
+    assert outcome == {"statuses": {platform: 200 for platform in PLATFORMS_WITH_AN_EMAIL}, "boto3_loaded": False}
+    for platform in PLATFORMS_WITH_AN_EMAIL:  # each guest really had an email, and was imported
+        sample = SAMPLES[platform]
+        imported = [c for c in customers if c[sample.id_field] == sample.guest_id(1)]
+        assert len(imported) == 1 and imported[0]["email"], platform

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import zipfile
@@ -218,23 +219,46 @@ def _zip(package, name: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(package.dir / name)
 
 
-@pytest.mark.parametrize("name", sorted(LAMBDA_ROOTS))
-def test_zips_hold_unchecked_hash_bytecode_for_the_runtime(package, name):
+def _assert_unchecked_hash_311(archive: zipfile.ZipFile, entry: str) -> None:
+    header = archive.read(entry)[:8]
+    assert header[:4] == PY311_MAGIC, f"{entry} is not Python 3.11 bytecode"
+    assert int.from_bytes(header[4:8], "little") == UNCHECKED_HASH_FLAGS, f"{entry} is not unchecked-hash"
+
+
+def test_function_code_ships_its_sources_with_unchecked_hash_bytecode(package):
+    """Our own code keeps its sources (tracebacks quote the line), each with its __pycache__ .pyc."""
     assert {function["Properties"]["Runtime"] for function in _functions(package).values()} == {RUNTIME}
-    with _zip(package, name) as archive:
+    with _zip(package, "deployment.zip") as archive:
         names = set(archive.namelist())
         sources = [entry for entry in names if entry.endswith(".py")]
         bytecode = [entry for entry in names if entry.endswith(".pyc")]
-        assert sources and bytecode
+        assert "app.py" in sources and any(entry.startswith("chalicelib/") for entry in sources)
         for source in sources:
             path = PurePosixPath(source)
             cached = str(path.parent / "__pycache__" / f"{path.stem}.cpython-311.pyc").removeprefix("./")
             assert cached in names, f"{source} has no {cached}"
         for entry in bytecode:
-            header = archive.read(entry)[:8]
-            assert entry.endswith(".cpython-311.pyc"), entry
-            assert header[:4] == PY311_MAGIC, f"{entry} is not Python 3.11 bytecode"
-            assert int.from_bytes(header[4:8], "little") == UNCHECKED_HASH_FLAGS, f"{entry} is not unchecked-hash"
+            assert entry.endswith(".cpython-311.pyc") and "/__pycache__/" in f"/{entry}", entry
+            _assert_unchecked_hash_311(archive, entry)
+
+
+def test_layer_ships_sourceless_unchecked_hash_bytecode_and_no_build_leftovers(package):
+    """The dependencies are bytecode only (compileall -b layout), without what the runtime never reads."""
+    with _zip(package, "layer-deployment.zip") as archive:
+        names = [entry.removeprefix(LAYER_SITE_PACKAGES + "/") for entry in archive.namelist()]
+        assert all(entry.startswith(LAYER_SITE_PACKAGES + "/") for entry in archive.namelist())
+        assert not [entry for entry in names if entry.endswith(".py")], "a source was left beside its bytecode"
+        assert not [entry for entry in names if "__pycache__" in entry]
+        bytecode = [entry for entry in names if entry.endswith(".pyc")]
+        assert {"pydantic/main.pyc", "httpx/__init__.pyc", "yaml/__init__.pyc", "phonenumbers/__init__.pyc"} <= set(bytecode)
+        for entry in bytecode:
+            _assert_unchecked_hash_311(archive, f"{LAYER_SITE_PACKAGES}/{entry}")
+        left_out = [entry for entry in names if entry.endswith((".pyi", "py.typed", ".dist-info/RECORD"))
+                    or (entry.startswith("yaml/_yaml.") and entry.endswith(".so")) or ".data/scripts/" in entry]
+        assert not left_out, left_out
+        # Licences and the compiled extensions the bridge needs stay.
+        assert any(entry.startswith("pydantic-") and "LICENSE" in entry for entry in names)
+        assert any(entry.startswith("pydantic_core/_pydantic_core.") and entry.endswith(".so") for entry in names)
 
 
 @pytest.mark.parametrize("name", sorted(LAMBDA_ROOTS))
@@ -245,6 +269,22 @@ def test_zips_leave_boto3_to_the_runtime(package, name):
     assert not any(part.startswith(("boto3-", "botocore-")) for part in top_level)
 
 
+IN_THE_PACKAGE = """
+import sys, traceback
+import app
+assert "boto3" not in sys.modules
+from chalicelib.connectors import builtin_names, get_connector  # each connector is imported on first use
+assert all(get_connector(name) for name in builtin_names())
+import yaml  # PyYAML without its libyaml binding: the pure-Python loader the bridge uses
+assert not yaml.__with_libyaml__ and yaml.safe_load("a: [1, 2]") == {"a": [1, 2]}
+import httpx
+try:
+    httpx.URL("http://[::1")
+except httpx.InvalidURL:
+    print(traceback.format_exc())
+"""
+
+
 def test_app_imports_from_the_package_alone_and_from_bytecode(package, tmp_path):
     """As on Lambda: the code in /var/task, the layer in /opt, nothing else but the standard library."""
     for name, root in LAMBDA_ROOTS.items():
@@ -253,7 +293,7 @@ def test_app_imports_from_the_package_alone_and_from_bytecode(package, tmp_path)
     task, site = tmp_path / "task", tmp_path / "opt" / LAYER_SITE_PACKAGES
     env = {"PATH": os.environ["PATH"], "PYTHONPATH": f"{task}{os.pathsep}{site}", "PYTHONDONTWRITEBYTECODE": "1"}
     # -S: no site-packages (so not the test's virtualenv); -v: says where each module's code came from.
-    result = subprocess.run([sys.executable, "-S", "-v", "-c", "import app; assert 'boto3' not in __import__('sys').modules"],
+    result = subprocess.run([sys.executable, "-S", "-v", "-c", IN_THE_PACKAGE],
                             cwd=task, env=env, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     loaded = [line.split("code object from ", 1)[1].strip("'") for line in result.stderr.splitlines()
@@ -261,6 +301,8 @@ def test_app_imports_from_the_package_alone_and_from_bytecode(package, tmp_path)
     assert any("/chalicelib/" in path for path in loaded) and any("/pydantic/" in path for path in loaded)
     from_source = [path for path in loaded if not path.endswith(".pyc")]
     assert not from_source, f"compiled at import instead of loaded from .pyc: {from_source[:5]}"
+    # A traceback through a sourceless dependency still names the file Lambda has, and the line.
+    assert re.search(r'File "/opt/python/lib/python3\.11/site-packages/httpx/_urlparse\.py", line \d+', result.stdout), result.stdout
 
 
 def test_deploy_says_what_is_missing_without_the_aws_cli():

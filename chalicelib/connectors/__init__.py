@@ -1,54 +1,60 @@
 """The registry of platform connectors: one module per platform, listed here once.
 
 Adding a platform = writing ``chalicelib/connectors/<platform>.py`` with a
-:class:`~chalicelib.connectors.base.Connector` subclass and adding it to ``_CONNECTORS``; or, for a
+:class:`~chalicelib.connectors.base.Connector` subclass and adding it to ``_BUILTIN``; or, for a
 platform described by configuration alone, adding it to the sources document (:mod:`chalicelib.sources`).
 """
 
 from __future__ import annotations
 
-from chalicelib.connectors.base import Connector
-from chalicelib.connectors.deliveroo import DeliverooConnector
-from chalicelib.connectors.meta import MetaLeadAdsConnector
-from chalicelib.connectors.mews import MewsConnector
-from chalicelib.connectors.oracle import OracleOperaConnector
-from chalicelib.connectors.sevenrooms import SevenRoomsConnector
-from chalicelib.connectors.simphony import OracleSimphonyConnector
-from chalicelib.connectors.thefork import TheForkConnector
-from chalicelib.connectors.ubereats import UberEatsConnector
-from chalicelib.connectors.zelty import ZeltyConnector
+import importlib
+import threading
 
-_CONNECTORS: dict[str, Connector] = {
-    connector.name: connector
-    for connector in (
-        DeliverooConnector(),
-        UberEatsConnector(),
-        MewsConnector(),
-        TheForkConnector(),
-        MetaLeadAdsConnector(),
-        SevenRoomsConnector(),
-        ZeltyConnector(),
-        OracleOperaConnector(),
-        OracleSimphonyConnector(),
-    )
+from chalicelib.connectors.base import Connector
+
+# Platform → (module, class). A connector's module (and its payload models) is imported on first use,
+# so a cold start pays for the one platform it serves, not all of them (docs/performance.md).
+_BUILTIN: dict[str, tuple[str, str]] = {
+    "deliveroo": ("chalicelib.connectors.deliveroo", "DeliverooConnector"),
+    "ubereats": ("chalicelib.connectors.ubereats", "UberEatsConnector"),
+    "mews": ("chalicelib.connectors.mews", "MewsConnector"),
+    "thefork": ("chalicelib.connectors.thefork", "TheForkConnector"),
+    "meta": ("chalicelib.connectors.meta", "MetaLeadAdsConnector"),
+    "sevenrooms": ("chalicelib.connectors.sevenrooms", "SevenRoomsConnector"),
+    "zelty": ("chalicelib.connectors.zelty", "ZeltyConnector"),
+    "oracle": ("chalicelib.connectors.oracle", "OracleOperaConnector"),
+    "simphony": ("chalicelib.connectors.simphony", "OracleSimphonyConnector"),
 }
+_loaded: dict[str, Connector] = {}
+_load_lock = threading.Lock()
+
+
+def _builtin(platform: str) -> Connector | None:
+    connector = _loaded.get(platform)
+    if connector is None and platform in _BUILTIN:
+        with _load_lock:  # one instance per platform, even when the retry worker's threads race
+            connector = _loaded.get(platform)
+            if connector is None:
+                module, name = _BUILTIN[platform]
+                connector = _loaded[platform] = getattr(importlib.import_module(module), name)()
+    return connector
 
 
 def get_connector(platform: str) -> Connector | None:
     """The built-in connector, else the declarative source of that name (may raise SettingsError)."""
-    return _CONNECTORS.get(platform) or _declarative().get(platform)
+    return _builtin(platform) or _declarative().get(platform)
 
 
 def builtin_names() -> list[str]:
-    return list(_CONNECTORS)
+    return list(_BUILTIN)
 
 
 def platform_names() -> list[str]:
-    return [*_CONNECTORS, *_declarative()]
+    return [*_BUILTIN, *_declarative()]
 
 
 def all_connectors() -> list[Connector]:
-    return [*_CONNECTORS.values(), *_declarative().values()]
+    return [*(_builtin(name) for name in _BUILTIN), *_declarative().values()]
 
 
 _declarative_cache: tuple[object, dict[str, Connector]] | None = None

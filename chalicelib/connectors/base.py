@@ -18,6 +18,7 @@ in :mod:`chalicelib.connectors`.
 from __future__ import annotations
 
 import json
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -95,7 +96,8 @@ class PayloadModel(BaseModel):
     """Base of the platforms' payload models: unknown fields are ignored (platforms add fields without
     notice) and numbers are accepted where an id string is expected."""
 
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True)
+    # Built on first use, not at import: a cold start pays only for the models its request needs.
+    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, defer_build=True)
 
 
 class Connector(ABC):
@@ -161,11 +163,23 @@ def load_json(body: bytes) -> Any:
     except UnicodeDecodeError:
         raise malformed("body is not valid UTF-8") from None
     try:
-        return json.loads(text)
+        document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise malformed(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except RecursionError:
         raise malformed("body is nested too deeply") from None
+    except ValueError:  # an integer of more than 4300 digits (Python's int conversion limit)
+        raise malformed("body holds a number too large to read") from None
+    if _SURROGATE_ESCAPE.search(text):
+        # "\ud800" alone decodes to a string no UTF-8 encoder accepts: the event could never be queued.
+        try:
+            json.dumps(document, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise malformed("body holds an unpaired UTF-16 surrogate escape") from None
+    return document
+
+
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 
 
 def validate(model: type[BaseModel], data: Any, what: str) -> Any:

@@ -116,7 +116,7 @@ def _channel(value: object) -> str:
 
 
 class RelayRule(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     paths: tuple[str, ...]
     values: frozenset[str]
@@ -137,7 +137,7 @@ class RelayRule(BaseModel):
 class CustomerPaths(BaseModel):
     """The validated ``ZELTY_CUSTOMER_PATHS`` document."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
 
     events: dict[str, tuple[str, ...] | None] = Field(min_length=1)
     fields: dict[CUSTOMER_FIELDS, tuple[str, ...]]

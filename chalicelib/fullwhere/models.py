@@ -23,6 +23,9 @@ LANGUAGE_PATTERN = r"^[a-z]{2}$"
 class PlatformIds(BaseModel):
     """The per-platform customer ids, shared by the import body and the customer record."""
 
+    # Built on first use, not at import: a cold start pays only for the models its request needs.
+    model_config = ConfigDict(defer_build=True)  # inherited by CustomerImport and PartnerCustomer
+
     zenchefId: str | None = None
     ubereatsId: str | None = None
     deliverooId: str | None = None
