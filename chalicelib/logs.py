@@ -33,50 +33,31 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from chalicelib import metrics
 
-LOGGER_NAME = "fullwhere_bridge"
+# Lines are written straight to stdout (Lambda ships it to CloudWatch; tests capture it) rather than
+# through a logging.Logger: building a LogRecord and walking the handler chain cost about a third of
+# the bridge's own time per webhook (docs/performance.md), and nothing here needs handlers.
+_LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR,
+           "CRITICAL": logging.CRITICAL}
+_level = logging.INFO
 
 
-class _StdoutHandler(logging.Handler):
-    """Writes to whatever ``sys.stdout`` is at emit time (Lambda ships stdout to CloudWatch; tests capture it)."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            sys.stdout.write(self.format(record) + "\n")
-        except Exception:  # a log line must never break the request
-            self.handleError(record)
+def set_level(level: str | int) -> None:
+    global _level
+    _level = _LEVELS.get(level.upper(), logging.INFO) if isinstance(level, str) else level
 
 
-class _JsonFormatter(logging.Formatter):
-    def format(self, record: logging.LogRecord) -> str:
-        line: dict[str, Any] = {
-            "ts": round(record.created, 3),
-            "level": record.levelname,
-            "message": record.getMessage(),
-        }
-        line.update(getattr(record, "fields", {}))
-        if record.exc_info and record.exc_info[0] is not None:
+def _write(level: int, message: str, fields: dict[str, Any], exc_info: bool) -> None:
+    line: dict[str, Any] = {"ts": round(time.time(), 3), "level": logging.getLevelName(level), "message": message}
+    line.update(fields)
+    if exc_info:
+        exc_type = sys.exc_info()[0]
+        if exc_type is not None:
             # The exception type only: tracebacks and messages can quote payloads.
-            line["exception"] = record.exc_info[0].__name__
-        return json.dumps(line, default=str, ensure_ascii=False)
-
-
-def _build_logger() -> logging.Logger:
-    logger = logging.getLogger(LOGGER_NAME)
-    if not logger.handlers:
-        handler = _StdoutHandler()
-        handler.setFormatter(_JsonFormatter())
-        logger.addHandler(handler)
-        # Lambda's runtime puts its own handler on the root logger: don't print every line twice.
-        logger.propagate = False
-        logger.setLevel(logging.INFO)
-    return logger
-
-
-_logger = _build_logger()
-
-
-def set_level(level: str) -> None:
-    _logger.setLevel(level.upper() if isinstance(level, str) else level)
+            line["exception"] = exc_type.__name__
+    try:
+        sys.stdout.write(json.dumps(line, default=str, ensure_ascii=False) + "\n")
+    except Exception:  # a log line must never break the request
+        pass
 
 
 _EMAIL_IN_TEXT = re.compile(r"[^\s@\"'<>(),;:]+@[^\s@\"'<>(),;:]+")
@@ -117,7 +98,8 @@ def log(outcome: str, message: str = "", *, level: int = logging.INFO, exc_info:
                 value = value[:MAX_FIELD_LENGTH] + "…"
             merged[key] = _scrub_emails(value) if key in _ID_FIELDS else scrub(value)
     metrics.record(outcome, merged.get("platform"), merged.get("latency_ms"))
-    _logger.log(level, message or outcome, extra={"fields": merged}, exc_info=exc_info)
+    if level >= _level:
+        _write(level, message or outcome, merged, exc_info)
 
 
 class _Context:
