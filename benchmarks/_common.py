@@ -74,18 +74,14 @@ def median(values: Iterable[float]) -> float:
 
 def configure_bridge(environment: dict[str, str], **overrides: str) -> None:
     """Point the bridge (in this process) at ``environment`` and forget whatever it cached."""
-    from chalicelib import aws, http, settings, sources, tenants, tokens
 
     for key in ("TENANTS_FILE", "TENANTS_SECRET_ID", "SECRETS_ID", "SOURCES_SECRET_ID"):
         os.environ.pop(key, None)
     os.environ.update(environment)
     os.environ.update(overrides)
-    settings.reset_settings()
-    sources.reset_sources()
-    tenants.reset_directory()
-    aws.reset_clients()
-    http.reset_http_client()
-    tokens.clear_all_token_caches()
+    from sandbox.stack import reset_bridge_caches
+
+    reset_bridge_caches()
 
 
 class Silenced:

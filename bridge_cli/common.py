@@ -10,6 +10,8 @@ from typing import Any
 import httpx
 from rich.console import Console
 
+from sandbox.local_stack import process_alive
+
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_BRIDGE_URL = "http://127.0.0.1:8000"
 
@@ -37,7 +39,7 @@ def local_stack(required: bool = True) -> dict[str, Any] | None:
     path = stack_state_path()
     try:
         state = json.loads(path.read_text())
-        running = _alive(state["pid"])
+        running = process_alive(state["pid"])
     except (OSError, ValueError, KeyError, TypeError):
         running = False
     if running:
@@ -45,18 +47,6 @@ def local_stack(required: bool = True) -> dict[str, Any] | None:
     if required:
         raise CliError(f"no local stack is running (looked for {path}): start it with `make run` in another terminal")
     return None
-
-
-def _alive(pid: Any) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def bridge_url(given: str | None) -> str:

@@ -273,7 +273,7 @@ class LocalStack:
             pid = json.loads(self.state_path.read_text())["pid"]
         except (OSError, ValueError, KeyError, TypeError):
             return
-        if _alive(pid):
+        if process_alive(pid):
             raise StackError(f"a local stack is already running with {self.data_dir} (pid {pid}): stop it first, "
                              "or give this one another LOCAL_STACK_DIR")
 
@@ -528,7 +528,8 @@ def _write_json(path: Path, document: Any) -> None:
     temporary.replace(path)
 
 
-def _alive(pid: Any) -> bool:
+def process_alive(pid: Any) -> bool:
+    """Whether ``pid`` names a running process (of any user)."""
     if not isinstance(pid, int) or pid <= 0:
         return False
     try:

@@ -55,7 +55,7 @@ from typing import Any
 from sandbox import aws as local_aws
 from sandbox.emulators.base import Fault
 from sandbox.samples import SAMPLES, Delivery, fixture, sign
-from sandbox.stack import FULLWHERE_KEY, MEWS_ENTERPRISE, ORACLE_HOTEL, Sandbox
+from sandbox.stack import FULLWHERE_KEY, MEWS_ENTERPRISE, ORACLE_HOTEL, Sandbox, reset_bridge_caches
 
 ROOT = Path(__file__).parent.parent
 INJECTED_REJECTION = "injected permanent rejection"
@@ -171,18 +171,6 @@ class Sent:
 
 
 # -- the bridge, in this process ----------------------------------------------------------------------
-
-def reset_bridge_caches() -> None:
-    """Forget what the bridge caches per container (settings, documents, clients, tokens)."""
-    from chalicelib import aws, http, settings, sources, tenants, tokens
-
-    settings.reset_settings()
-    sources.reset_sources()
-    tenants.reset_directory()
-    aws.reset_clients()
-    http.reset_http_client()
-    tokens.clear_all_token_caches()
-
 
 @contextmanager
 def bridge_environment(environment: dict[str, str]) -> Iterator[None]:

@@ -203,3 +203,16 @@ class Sandbox:
                 "IDENTITY_TABLE": self.identity_table,
             })
         return env
+
+
+def reset_bridge_caches() -> None:
+    """Make the bridge in this process forget what it caches per container (settings, tenants and sources
+    documents, HTTP and AWS clients, tokens): what a new Lambda container would start without."""
+    from chalicelib import aws as bridge_aws, http, settings, sources, tenants, tokens
+
+    settings.reset_settings()
+    sources.reset_sources()
+    tenants.reset_directory()
+    bridge_aws.reset_clients()
+    http.reset_http_client()
+    tokens.clear_all_token_caches()

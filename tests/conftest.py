@@ -23,6 +23,7 @@ from sandbox.emulators.fullwhere import FullwhereEmulator
 from sandbox.emulators.mews import MewsEmulator
 from sandbox.emulators.ubereats import UberEatsEmulator
 from sandbox import aws as local_aws
+from sandbox.stack import reset_bridge_caches
 from tests.support.signing import deliveroo_headers, ubereats_headers
 
 ROOT = Path(__file__).parent.parent
@@ -49,14 +50,7 @@ def fixture_json(name: str) -> Any:
 
 def reset_bridge_state() -> None:
     """Forget everything the bridge caches per container (settings, tenants, clients, tokens)."""
-    from chalicelib import aws, http, settings, sources, tenants, tokens
-
-    settings.reset_settings()
-    sources.reset_sources()
-    tenants.reset_directory()
-    aws.reset_clients()
-    http.reset_http_client()
-    tokens.clear_all_token_caches()
+    reset_bridge_caches()
 
 
 @pytest.fixture(scope="session")
