@@ -14,7 +14,8 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypeVar
 
-from chalicelib.errors import PermanentError
+from chalicelib.errors import PermanentError, RetryableError
+from chalicelib.http import json_object, raise_for_status
 
 
 class _Response(Protocol):
@@ -68,6 +69,22 @@ class TokenCache:
     def clear(self) -> None:
         with self._lock:
             self._tokens.clear()
+
+
+def read_token_response(response, what: str, default_lifetime: float) -> tuple[str, float]:
+    """``(access_token, lifetime in seconds)`` from an OAuth token endpoint's answer.
+
+    Non-2xx answers are classified like any other call; a 2xx without a token is retryable; an absent or
+    nonsensical ``expires_in`` falls back to the platform's documented ``default_lifetime``.
+    """
+    raise_for_status(response, what)
+    body = json_object(response) or {}
+    token = body.get("access_token")
+    if not isinstance(token, str) or not token:
+        raise RetryableError(f"{what} answered without an access_token")
+    expires_in = body.get("expires_in")
+    valid = isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0
+    return token, float(expires_in) if valid else default_lifetime
 
 
 def clear_all_token_caches() -> None:

@@ -49,7 +49,7 @@ from chalicelib.fullwhere.models import CustomerImport
 from chalicelib.http import Deadline, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.settings import Settings
-from chalicelib.tokens import TokenCache
+from chalicelib.tokens import TokenCache, read_token_response
 
 WHAT_EVENTS = "OHIP business events API"
 WHAT_PROFILE = "OPERA CRM API"
@@ -253,13 +253,7 @@ def _request_token(credentials: OhipCredentials, deadline: Deadline) -> tuple[st
         headers["enterpriseId"] = credentials.enterprise_id
     response = send("POST", f"{credentials.gateway_url}/oauth/v1/tokens", deadline, what=WHAT_TOKEN, headers=headers,
                     data={"grant_type": "client_credentials", "scope": credentials.scope})
-    raise_for_status(response, WHAT_TOKEN)
-    body = _json_object(response, WHAT_TOKEN)
-    token = body.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise RetryableError(f"{WHAT_TOKEN} answered without an access_token")
-    expires_in = body.get("expires_in")
-    return token, float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else 3600.0
+    return read_token_response(response, WHAT_TOKEN, default_lifetime=3600.0)
 
 
 # OHIP tokens last an hour: keep each until 5 minutes before it expires.

@@ -57,7 +57,7 @@ from chalicelib.http import Deadline, json_object, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.settings import Settings
 from chalicelib.signatures import equal
-from chalicelib.tokens import TokenCache
+from chalicelib.tokens import TokenCache, read_token_response
 
 # eventType → the entity it is about (and the API collection to fetch it from).
 IMPORTED_EVENTS = {
@@ -228,14 +228,7 @@ def _request_token(auth_url: str, client_id: str, client_secret: str, deadline: 
         "client_id": client_id,
         "client_secret": client_secret,
     })
-    raise_for_status(response, what)
-    body = json_object(response) or {}
-    token = body.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise RetryableError(f"{what} answered without an access_token")
-    expires_in = body.get("expires_in")
-    valid = isinstance(expires_in, (int, float)) and not isinstance(expires_in, bool) and expires_in > 0
-    return token, float(expires_in) if valid else 8600.0
+    return read_token_response(response, what, default_lifetime=8600.0)  # TheFork documents 8600 s
 
 
 # TheFork asks not to request a token before the previous one expires: renew one minute before.

@@ -37,7 +37,7 @@ from chalicelib.http import Deadline, json_object, raise_for_status, send
 from chalicelib.normalise import clean_text, display_name
 from chalicelib.settings import Settings
 from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
-from chalicelib.tokens import TokenCache
+from chalicelib.tokens import TokenCache, read_token_response
 
 IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
 WHAT = "Uber Eats API"
@@ -153,13 +153,7 @@ def _request_token(settings: Settings, deadline: Deadline) -> tuple[str, float]:
             "scope": settings.ubereats_scope,
         },
     )
-    raise_for_status(response, what)
-    body = json_object(response) or {}
-    token = body.get("access_token")
-    if not isinstance(token, str) or not token:
-        raise RetryableError(f"{what} answered without an access_token")
-    expires_in = body.get("expires_in")
-    return token, float(expires_in) if isinstance(expires_in, (int, float)) else 3600.0
+    return read_token_response(response, what, default_lifetime=3600.0)
 
 
 # Uber limits client-credentials token requests to 100 an hour: keep each until 5 minutes before expiry.
