@@ -15,6 +15,7 @@ Both queues are reached through boto3, imported only on these paths (:mod:`chali
 from __future__ import annotations
 
 import json
+import math
 import time
 from datetime import datetime, timezone
 from typing import Any, Literal
@@ -65,7 +66,7 @@ def enqueue(job: RetryJob, delay_seconds: float = 0) -> None:
     if not url:
         raise QueueUnavailable("RETRY_QUEUE_URL is not configured")
     _send(url, job.model_dump_json(), {"platform": job.platform, "stage": job.stage},
-          delay_seconds=int(min(MAX_DELAY_SECONDS, max(0, delay_seconds))))
+          delay_seconds=_whole_seconds(delay_seconds, MAX_DELAY_SECONDS))
 
 
 def dead_letter(letter: DeadLetter) -> None:
@@ -83,8 +84,13 @@ def change_visibility(receipt_handle: str, seconds: float) -> None:
     """Hide a retry message for ``seconds`` (the backoff); SQS errors propagate to the caller."""
     url = get_settings().retry_queue_url
     aws.client("sqs").change_message_visibility(
-        QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=int(min(43200, max(0, seconds)))
+        QueueUrl=url, ReceiptHandle=receipt_handle, VisibilityTimeout=_whole_seconds(seconds, 43200)
     )
+
+
+def _whole_seconds(seconds: float, ceiling: int) -> int:
+    # SQS counts whole seconds: round up, or a wait of 0.4 s would be no wait at all.
+    return min(ceiling, max(0, math.ceil(seconds)))
 
 
 def parse_job(body: str) -> RetryJob:

@@ -139,7 +139,8 @@ def _process_event(connector: Connector, event: Event, tenant: Tenant, settings:
         )
         try:
             if interrupted.retryable:
-                retry_queue.enqueue(job)
+                # The first retry waits as long as the callee asked (Retry-After), or the doubt needs to settle.
+                retry_queue.enqueue(job, delay_seconds=interrupted.error.retry_after or 0)
                 log("queued", stage=interrupted.stage, reason=interrupted.error.reason, latency_ms=watch.ms(), **fields)
             else:
                 retry_queue.dead_letter(retry_queue.DeadLetter(kind="permanent", reason=interrupted.error.reason, job=job))

@@ -109,9 +109,10 @@ def queue_messages(endpoint_url: str, queue_url: str, max: int = 10) -> list[Any
 
 
 def queue_depth(endpoint_url: str, queue_url: str) -> int:
-    """Messages visible plus in flight."""
+    """Messages visible, in flight and delayed."""
     sqs = client("sqs", endpoint_url)
-    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible"]
+    names = ["ApproximateNumberOfMessages", "ApproximateNumberOfMessagesNotVisible",
+             "ApproximateNumberOfMessagesDelayed"]
     attributes = sqs.get_queue_attributes(QueueUrl=queue_url, AttributeNames=names)["Attributes"]
     return sum(int(attributes.get(name, 0)) for name in names)
 

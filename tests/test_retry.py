@@ -47,15 +47,29 @@ def test_platform_api_down_queues_at_the_fetch_stage(bridge):
 
 def test_rate_limit_retry_after_is_honoured_as_the_backoff(bridge):
     add_customer(bridge)
-    bridge.fullwhere.faults.always(Fault("status", status=429, retry_after=120))
+    bridge.fullwhere.faults.add(Fault("status", status=503))
     bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+    bridge.fullwhere.faults.always(Fault("status", status=429, retry_after=120))
 
-    assert bridge.poller.poll_once() == 1  # the worker tries, Fullwhere still says 429
+    assert bridge.poller.poll_once() == 1  # the worker tries, Fullwhere says 429
     assert bridge.poller.poll_once() == 0  # hidden for Retry-After, not redelivered at once
     assert bridge.retry_jobs() == []  # invisible, yet not lost:
     from sandbox.aws import queue_depth
 
     assert queue_depth(bridge.endpoint, bridge.retry_url) == 1
+
+
+def test_rate_limit_met_inline_delays_the_first_retry(bridge):
+    add_customer(bridge)
+    bridge.fullwhere.faults.always(Fault("status", status=429, retry_after=120))
+    bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
+
+    assert bridge.poller.poll_once() == 0  # delayed by Retry-After, not delivered to the worker at once
+    from sandbox.aws import client
+
+    attributes = client("sqs", bridge.endpoint).get_queue_attributes(
+        QueueUrl=bridge.retry_url, AttributeNames=["ApproximateNumberOfMessagesDelayed"])["Attributes"]
+    assert attributes["ApproximateNumberOfMessagesDelayed"] == "1"
 
 
 def test_permanent_fullwhere_rejection_is_dead_lettered_with_fullwhere_reason(bridge):
