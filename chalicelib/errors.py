@@ -2,7 +2,8 @@
 
 Every failure is one of two kinds, and the kind alone decides the event's fate:
 - :class:`RetryableError`: something that can heal (a platform or Fullwhere down, slow or rate-limiting,
-  DynamoDB unreachable, the inline budget spent). The event goes to the retry queue.
+  DynamoDB unreachable, the inline budget spent). The event goes to the retry queue. Its subclass
+  :class:`OutcomeUnknown` says the request may have been applied all the same.
 - :class:`PermanentError`: something that will never succeed as is (Fullwhere rejected the customer,
   the platform says the order does not exist, credentials are missing). The event goes to the
   dead-letter queue with the reason.
@@ -30,6 +31,13 @@ class RetryableError(BridgeError):
     def __init__(self, reason: str, retry_after: float | None = None):
         super().__init__(reason)
         self.retry_after = retry_after
+
+
+class OutcomeUnknown(RetryableError):
+    """The request went out but no answer says what became of it: a read timeout, a connection closed
+    before the answer, or a 5xx other than 503. The callee may have applied it. Repeating it is harmless
+    where the callee deduplicates, and a duplicate where it cannot (a Fullwhere customer without email
+    or phone): the pipeline checks Fullwhere before importing such a guest again."""
 
 
 class BudgetExhausted(RetryableError):

@@ -13,7 +13,7 @@ import time
 import httpx
 
 from chalicelib import __version__
-from chalicelib.errors import BudgetExhausted, PermanentError, RetryableError
+from chalicelib.errors import BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
 
 USER_AGENT = f"fullwhere-bridge/{__version__}"
 
@@ -49,18 +49,28 @@ class Deadline:
     # Below this, a call cannot usefully start: defer the event instead of timing out mid-import.
     MINIMUM_CALL_SECONDS = 0.05
 
-    def __init__(self, seconds: float, call_timeout: float = 10.0):
-        self._ends_at = time.monotonic() + seconds
+    def __init__(self, seconds: float, call_timeout: float = 10.0, room: float | None = None):
+        now = time.monotonic()
+        self._ends_at = now + seconds
         self._call_timeout = call_timeout
+        self._room_ends_at = None if room is None else now + max(room, seconds)
 
     def remaining(self) -> float:
         return self._ends_at - time.monotonic()
+
+    def stretched(self) -> Deadline | None:
+        """A deadline running to the end of the invocation's ``room``, for the rare work that is long and
+        worth it (checking Fullwhere for an import in doubt); ``None`` where there is no such room (inline,
+        with a platform waiting on the answer)."""
+        if self._room_ends_at is None:
+            return None
+        return Deadline(self._room_ends_at - time.monotonic(), self._call_timeout)
 
     def timeout(self) -> httpx.Timeout:
         """The timeout for the next call: the smaller of the per-call limit and what is left."""
         left = self.remaining()
         if left < self.MINIMUM_CALL_SECONDS:
-            raise BudgetExhausted("inline time budget spent")
+            raise BudgetExhausted("time budget spent")
         seconds = min(self._call_timeout, left)
         return httpx.Timeout(seconds, connect=min(3.0, seconds))
 
@@ -98,10 +108,18 @@ def send(method: str, url: str, deadline: Deadline, *, what: str, **kwargs) -> h
     timeout = deadline.timeout()
     try:
         return http_client().request(method, url, timeout=timeout, **kwargs)
-    except httpx.TimeoutException:
+    except (httpx.ReadTimeout, httpx.WriteTimeout):
+        raise OutcomeUnknown(f"{what} timed out") from None
+    except _SENT_THEN_LOST as exc:
+        raise OutcomeUnknown(f"{what} closed the connection before answering ({type(exc).__name__})") from None
+    except httpx.TimeoutException:  # connecting, or waiting for a pooled connection: nothing was sent
         raise RetryableError(f"{what} timed out") from None
     except httpx.TransportError as exc:
         raise RetryableError(f"{what} unreachable ({type(exc).__name__})") from None
+
+
+# Failures after the connection was made: the request (or part of it) may have reached the callee.
+_SENT_THEN_LOST = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 def raise_for_status(response: httpx.Response, what: str) -> None:
@@ -111,7 +129,10 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
         return
     detail = response.text[:300].replace("\n", " ").strip()
     if is_retryable_status(status):
-        raise RetryableError(f"{what} answered {status}", parse_retry_after(response.headers.get("Retry-After")))
+        # 503 and the 4xx among these say the request was not served; any other 5xx (a crash, a gateway
+        # that lost the upstream's answer) leaves unknown whether it was applied.
+        kind = OutcomeUnknown if status >= 500 and status != 503 else RetryableError
+        raise kind(f"{what} answered {status}", parse_retry_after(response.headers.get("Retry-After")))
     raise PermanentError(f"{what} answered {status}: {detail}" if detail else f"{what} answered {status}")
 
 

@@ -9,7 +9,14 @@ keeping them off the ledger keeps boto3 off the common path.
 
 Concurrency: before importing, a delivery *claims* the guest with a conditional write; a second
 delivery arriving meanwhile fails the condition and is retried later (by then the guest is
-imported). A claim whose holder died is taken over after :data:`STALE_CLAIM_SECONDS`.
+imported). A failed import gives the claim back (``released``), unless its outcome is unknown.
+
+Imports in doubt: when an import went out and its answer was lost (a timeout, a dropped connection,
+a 500: :class:`~chalicelib.errors.OutcomeUnknown`), Fullwhere may have stored the guest, and a second
+import would create a second customer. The claim is then kept as ``in_doubt``; so is a claim whose
+holder died (older than :data:`STALE_CLAIM_SECONDS`). The next delivery gets :class:`InDoubt`, and the
+pipeline looks for the guest in Fullwhere before anything else: :meth:`IdentityLedger.landed` records
+the customer it found, :meth:`IdentityLedger.retake` claims the guest again to import it.
 
 A known guest whose details changed is not sent again. The partner API has no update call, and a
 contactless guest cannot be merged, so a second import would create a second customer: the new
@@ -29,12 +36,25 @@ STALE_CLAIM_SECONDS = 900
 IMPORTING = "importing"
 IMPORTED = "imported"
 RELEASED = "released"
+IN_DOUBT = "in_doubt"
 
 
 @dataclass(frozen=True)
 class Claim:
     token: str
     key: str
+
+
+@dataclass(frozen=True)
+class InDoubt:
+    """An earlier import of the guest may have landed: its answer was lost, or its holder died."""
+
+    token: str  # the claim of that import
+    key: str
+    since: float  # epoch seconds: from then on, that import's request can only have ended
+
+    def age(self) -> float:
+        return time.time() - self.since
 
 
 @dataclass(frozen=True)
@@ -60,8 +80,8 @@ class IdentityLedger:
                 raise
             raise RetryableError(f"identity ledger unavailable ({type(exc).__name__})") from None
 
-    def claim(self, key: str, fingerprint: str) -> Claim | KnownGuest:
-        """Claim the guest for import, or say it is already known (imported before)."""
+    def claim(self, key: str, fingerprint: str) -> Claim | KnownGuest | InDoubt:
+        """Claim the guest for import, or say it is already known, or that an earlier import is in doubt."""
         now = time.time()
         token = uuid.uuid4().hex
         try:
@@ -70,15 +90,13 @@ class IdentityLedger:
                 Key={"pk": {"S": key}},
                 UpdateExpression="SET #state = :importing, claim = :token, claimed_at = :now, "
                                  "pending_fingerprint = :fp, first_seen = if_not_exists(first_seen, :now)",
-                ConditionExpression="attribute_not_exists(pk) OR #state = :released "
-                                    "OR (#state = :importing AND claimed_at < :stale)",
+                ConditionExpression="attribute_not_exists(pk) OR #state = :released",
                 ExpressionAttributeNames={"#state": "state"},
                 ExpressionAttributeValues={
                     ":importing": {"S": IMPORTING},
                     ":released": {"S": RELEASED},
                     ":token": {"S": token},
                     ":now": {"N": repr(now)},
-                    ":stale": {"N": repr(now - STALE_CLAIM_SECONDS)},
                     ":fp": {"S": fingerprint},
                 },
             )
@@ -87,8 +105,14 @@ class IdentityLedger:
             if not _is_condition_failure(exc):
                 raise
         item = self._call("get_item", Key={"pk": {"S": key}}, ConsistentRead=True).get("Item", {})
-        if item.get("state", {}).get("S") != IMPORTED:
-            raise RetryableError("guest is being imported by a concurrent delivery", retry_after=30)
+        state, holder = item.get("state", {}).get("S"), item.get("claim", {}).get("S")
+        if state == IN_DOUBT and holder:
+            return InDoubt(token=holder, key=key, since=float(item.get("doubted_at", {}).get("N", now)))
+        claimed_at = float(item.get("claimed_at", {}).get("N", now))
+        if state == IMPORTING and holder and claimed_at < now - STALE_CLAIM_SECONDS:
+            return InDoubt(token=holder, key=key, since=claimed_at)  # its holder died, maybe mid-import
+        if state != IMPORTED:
+            raise _concurrent()
         unchanged = item.get("fingerprint", {}).get("S") == fingerprint
         if not unchanged:
             self._call(
@@ -123,7 +147,54 @@ class IdentityLedger:
         except aws.aws_error_types() as exc:
             if not _is_condition_failure(exc):
                 raise
-            # Our claim went stale and another delivery took it over: it will record the guest itself.
+            # Our claim went stale and another delivery took it over (after finding what we imported).
+
+    def doubt(self, claim: Claim) -> None:
+        """Keep the claim after an import whose outcome is unknown: the next delivery checks Fullwhere.
+
+        Best effort: if it cannot be written, the claim stays ``importing`` and is in doubt once stale.
+        """
+        try:
+            self._call(
+                "update_item",
+                Key={"pk": {"S": claim.key}},
+                UpdateExpression="SET #state = :doubt, doubted_at = :now",
+                ConditionExpression="claim = :token",
+                ExpressionAttributeNames={"#state": "state"},
+                ExpressionAttributeValues={":doubt": {"S": IN_DOUBT}, ":token": {"S": claim.token},
+                                           ":now": {"N": repr(time.time())}},
+            )
+        except (RetryableError, *aws.aws_error_types()):
+            pass
+
+    def landed(self, doubt: InDoubt, customer_id: str | None) -> None:
+        """The import in doubt did land (found in Fullwhere): the guest is imported, as what was sent then."""
+        expression = "SET #state = :imported, fingerprint = pending_fingerprint, imported_at = :now"
+        values = {":imported": {"S": IMPORTED}, ":token": {"S": doubt.token}, ":now": {"N": repr(time.time())}}
+        if customer_id:
+            expression += ", customer_id = :cid"
+            values[":cid"] = {"S": customer_id}
+        self._take_over(doubt, expression + " REMOVE claim, pending_fingerprint, doubted_at", values)
+
+    def retake(self, doubt: InDoubt, fingerprint: str) -> Claim:
+        """The import in doubt did not land (not in Fullwhere): claim the guest to import it."""
+        token = uuid.uuid4().hex
+        self._take_over(doubt, "SET #state = :importing, claim = :new, claimed_at = :now, pending_fingerprint = :fp "
+                               "REMOVE doubted_at",
+                        {":importing": {"S": IMPORTING}, ":new": {"S": token}, ":token": {"S": doubt.token},
+                         ":now": {"N": repr(time.time())}, ":fp": {"S": fingerprint}})
+        return Claim(token=token, key=doubt.key)
+
+    def _take_over(self, doubt: InDoubt, expression: str, values: dict) -> None:
+        # Conditional on the claim in doubt: of two deliveries settling the same doubt, one wins.
+        try:
+            self._call("update_item", Key={"pk": {"S": doubt.key}}, UpdateExpression=expression,
+                       ConditionExpression="claim = :token", ExpressionAttributeNames={"#state": "state"},
+                       ExpressionAttributeValues=values)
+        except aws.aws_error_types() as exc:
+            if not _is_condition_failure(exc):
+                raise
+            raise _concurrent() from None
 
     def release(self, claim: Claim) -> None:
         """Give the claim back after a failed import, so the retry can claim again. Best effort."""
@@ -138,6 +209,10 @@ class IdentityLedger:
             )
         except (RetryableError, *aws.aws_error_types()):
             pass  # the claim goes stale after STALE_CLAIM_SECONDS and is taken over then
+
+
+def _concurrent() -> RetryableError:
+    return RetryableError("guest is being imported by a concurrent delivery", retry_after=30)
 
 
 def _is_condition_failure(exc: BaseException) -> bool:

@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.connectors.base import Connector, Context, Event
-from chalicelib.errors import BridgeError, PermanentError, RetryableError
+from chalicelib.errors import BridgeError, OutcomeUnknown, PermanentError, RetryableError
 from chalicelib.fullwhere import CustomerImport, FullwhereClient
 from chalicelib.http import Deadline
 from chalicelib.logs import log
@@ -99,18 +99,34 @@ def _import_through_ledger(
     payload: dict[str, Any],
 ) -> Outcome:
     # Only guests without email or phone need the ledger: the common path never imports it.
-    from chalicelib.identity import IdentityLedger, KnownGuest, ledger_key
+    from chalicelib.identity import IdentityLedger, InDoubt, KnownGuest, ledger_key
 
-    guest_id = getattr(customer, connector.id_field, None) or next(iter(customer.platform_ids().values()))
+    ids = customer.platform_ids()
+    id_field = connector.id_field if connector.id_field in ids else next(iter(ids))
     ledger = IdentityLedger(settings.identity_table)
     fingerprint = customer.fingerprint()
-    claimed = ledger.claim(ledger_key(tenant.id, connector.name, guest_id), fingerprint)
+    claimed = ledger.claim(ledger_key(tenant.id, connector.name, ids[id_field]), fingerprint)
     if isinstance(claimed, KnownGuest):
         if claimed.unchanged:
             return Outcome("duplicate", "already imported", customer_id=claimed.customer_id)
         return Outcome("skipped", "known_guest_changed", customer_id=claimed.customer_id)
+    fullwhere = _fullwhere(tenant, settings)
+    checked = None
+    if isinstance(claimed, InDoubt):
+        deadline = _room_to_check(claimed, settings, deadline)
+        found = _in_list(fullwhere.find_customer(id_field, ids[id_field], deadline, settings.fullwhere_list_max_pages))
+        if found is not None:
+            ledger.landed(claimed, found or None)
+            return Outcome("imported", "earlier_import_landed", customer_id=found or None)
+        claimed, checked = ledger.retake(claimed, fingerprint), "earlier_import_had_not_landed"
     try:
-        result = _fullwhere(tenant, settings).import_customer(customer, deadline)
+        result = fullwhere.import_customer(customer, deadline)
+    except OutcomeUnknown as exc:
+        # Fullwhere may have stored the guest, and cannot merge a second import of it: keep the claim,
+        # and check Fullwhere before importing again, once this request can no longer land.
+        ledger.doubt(claimed)
+        raise OutcomeUnknown(f"{exc.reason}; the import is in doubt",
+                             retry_after=max(exc.retry_after or 0, settings.in_doubt_settle_seconds)) from None
     except BridgeError:
         ledger.release(claimed)
         raise
@@ -118,7 +134,26 @@ def _import_through_ledger(
               "fingerprint": fingerprint, "customer_id": result.customer_id}
     with _stage("record", record):
         ledger.record(claimed, fingerprint, result.customer_id)
-    return Outcome("imported", customer_id=result.customer_id, created=result.created)
+    return Outcome("imported", checked, customer_id=result.customer_id, created=result.created)
+
+
+def _room_to_check(doubt: Any, settings: Settings, deadline: Deadline) -> Deadline:
+    """The deadline for reading Fullwhere's list, once the import in doubt has settled, outside a webhook request."""
+    wait = settings.in_doubt_settle_seconds - doubt.age()
+    if wait > 0:
+        raise RetryableError("an earlier import of this guest is in doubt; Fullwhere is checked once it has settled",
+                             retry_after=wait)
+    room = deadline.stretched()
+    if room is None:  # a platform is waiting on this request, and the list can be long
+        raise RetryableError("an earlier import of this guest is in doubt; Fullwhere is checked from the retry queue")
+    return room
+
+
+def _in_list(item: dict[str, Any] | None) -> str | None:
+    """``None`` when not found; else the customer's id ("" when the list does not show it)."""
+    if item is None:
+        return None
+    return item["id"] if isinstance(item.get("id"), str) else ""
 
 
 def _map(connector: Connector, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:

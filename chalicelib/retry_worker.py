@@ -106,7 +106,9 @@ def handle_record(record: dict[str, Any], time_left: float | None = None) -> boo
         what = "platform" if connector is None else "tenant"
         return _dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured", job=job), fields)
 
-    deadline = Deadline(budget, call_timeout=settings.worker_call_timeout_seconds)
+    # The room: what this invocation has left (or a minute, outside Lambda), for the rare long check.
+    deadline = Deadline(budget, call_timeout=settings.worker_call_timeout_seconds,
+                        room=time_left if time_left is not None else 60.0)
     try:
         outcome = pipeline.run(connector, Event.from_dict(job.event), tenant, settings, deadline, job.stage, job.payload)
     except pipeline.Interrupted as interrupted:

@@ -50,6 +50,12 @@ class Settings(BaseModel):
     retry_base_seconds: float = Field(default=30.0, ge=0)
     retry_max_seconds: float = Field(default=3600.0, ge=0, le=43200)  # SQS visibility caps at 12 h
 
+    # An import of a guest without email or phone whose answer was lost may have landed: the bridge
+    # looks for the guest in Fullwhere's customer list before importing it again. It waits this long
+    # after the loss (no request can still be in flight then) and reads at most this many pages of 100.
+    in_doubt_settle_seconds: float = Field(default=120.0, ge=0, le=3600)
+    fullwhere_list_max_pages: int = Field(default=1000, ge=1, le=100000)
+
     # Region used to read phone numbers written without an international prefix.
     default_phone_region: str = "FR"
 

@@ -66,6 +66,29 @@ class FullwhereClient:
             raise ValueError("limit must be 1-100 and page >= 1")
         return _json(self._call("POST", "/partners/customer/list", deadline, json={"limit": limit, "page": page}))
 
+    def find_customer(self, id_field: str, value: str, deadline: Deadline, max_pages: int) -> dict[str, Any] | None:
+        """The customer whose ``id_field`` (``deliverooId``, ...) is ``value``, by reading the whole list.
+
+        The partner API has no lookup by platform id and its list has no filter and no documented order,
+        so only a full read proves a customer absent: pages of 100 until one is short. Raises
+        :class:`PermanentError` when the list cannot answer the question: its shape is not one of those
+        :func:`list_items` reads, it ignores ``page``, or it is longer than ``max_pages``.
+        """
+        previous = None
+        for page in range(1, max_pages + 1):
+            items = list_items(self.list_customers(deadline, page=page, limit=LIST_PAGE_SIZE))
+            if items is None:
+                raise PermanentError("Fullwhere's customer list answered in a shape the bridge cannot read")
+            for item in items:
+                if item.get(id_field) == value:
+                    return item
+            if len(items) < LIST_PAGE_SIZE:
+                return None
+            if items == previous:
+                raise PermanentError("Fullwhere's customer list answered the same page twice (paging ignored)")
+            previous = items
+        raise PermanentError(f"Fullwhere's customer list is longer than {max_pages} pages (FULLWHERE_LIST_MAX_PAGES)")
+
     def get_customer(self, customer_id: str, deadline: Deadline) -> PartnerCustomer | None:
         """``GET /partners/customer?id=``; ``None`` when Fullwhere answers 404."""
         response = send("GET", self._base_url + "/partners/customer", deadline, what=WHAT,
@@ -74,6 +97,24 @@ class FullwhereClient:
             return None
         raise_for_status(response, WHAT)
         return PartnerCustomer.model_validate(response.json())
+
+
+LIST_PAGE_SIZE = 100  # the most the list endpoint allows
+LIST_ENVELOPE_KEYS = ("data", "items", "customers", "results")
+
+
+def list_items(body: Any) -> list[dict[str, Any]] | None:
+    """The customers of one list page, or ``None`` for an answer that is not a list of customers.
+
+    ASSUMPTION: the list's response is undocumented. Accepted: a bare JSON array, or an object holding
+    the array under one of :data:`LIST_ENVELOPE_KEYS` (``{"data": [...], "total": ...}`` is NestJS's
+    usual pagination envelope).
+    """
+    if isinstance(body, dict):
+        body = next((body[key] for key in LIST_ENVELOPE_KEYS if isinstance(body.get(key), list)), None)
+    if not isinstance(body, list) or not all(isinstance(item, dict) for item in body):
+        return None
+    return body
 
 
 def _json(response) -> Any:
