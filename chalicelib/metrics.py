@@ -33,8 +33,8 @@ NAMESPACE = "FullwhereBridge"
 MAX_VALUES = 100  # EMF: at most 100 values in one metric array
 UNKNOWN = "unknown"
 # Outcomes whose latency is a meaningful distribution (a request or an event reaching its end).
-TIMED_OUTCOMES = frozenset({"acknowledged", "rejected", "imported", "duplicate", "skipped", "ignored", "queued",
-                            "retried", "dead_lettered", "failed", "handshake", "pull_finished"})
+TIMED_OUTCOMES = frozenset({"acknowledged", "rejected", "imported", "merged", "duplicate", "skipped", "ignored",
+                            "queued", "retried", "dead_lettered", "failed", "handshake", "pull_finished"})
 
 _lock = threading.Lock()
 _counts: dict[tuple[str, str], int] = defaultdict(int)

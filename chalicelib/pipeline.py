@@ -24,7 +24,8 @@ from chalicelib.tenants import Tenant
 
 @dataclass(frozen=True)
 class Outcome:
-    """How an event ended: ``imported``, ``duplicate`` (already imported, unchanged), ``skipped``
+    """How an event ended: ``imported``, ``merged`` (into an existing customer with the same email or
+    phone), ``duplicate`` (already imported, unchanged), ``skipped``
     (not importable: see ``reason``) or ``ignored`` (nothing to import, by design)."""
 
     status: str
@@ -73,7 +74,7 @@ def run(
             # Fullwhere's merge rule deduplicates guests with an email or phone: no ledger needed.
             with _stage("import", payload):
                 result = _fullwhere(tenant, settings).import_customer(customer, deadline)
-            return Outcome("imported", customer_id=result.customer_id, created=result.created)
+            return _imported(result)
         if not settings.identity_table:
             return Outcome("skipped", "no_contact_and_no_identity_table")
         with _stage("import", payload):
@@ -134,7 +135,14 @@ def _import_through_ledger(
               "fingerprint": fingerprint, "customer_id": result.customer_id}
     with _stage("record", record):
         ledger.record(claimed, fingerprint, result.customer_id)
-    return Outcome("imported", checked, customer_id=result.customer_id, created=result.created)
+    return _imported(result, checked)
+
+
+def _imported(result: Any, reason: str | None = None) -> Outcome:
+    # "merged" only when Fullwhere says it filled an existing customer (200 on the emulator; the real
+    # API's codes are undocumented, and an unknown answer stays "imported").
+    status = "merged" if result.created is False else "imported"
+    return Outcome(status, reason, customer_id=result.customer_id, created=result.created)
 
 
 def _room_to_check(doubt: Any, settings: Settings, deadline: Deadline) -> Deadline:
