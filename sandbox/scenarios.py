@@ -117,15 +117,17 @@ def fullwhere_fault_mix() -> list[tuple[Fault, int]]:
     platform id only) cannot be, so the bridge finds it in Fullwhere's list before importing it again
     (the import was in doubt; so were those that met a 500, a 502 or a dropped connection).
     """
-    mix = [
+    return [
         (Fault("status", status=503, retry_after=0), 2),
         (Fault("status", status=500), 1),
         (Fault("status", status=502), 1),
         (Fault("status", status=429, retry_after=1), 2),
         (Fault("drop"), 1),
         (Fault("status", status=400, body=json.dumps({"message": [INJECTED_REJECTION]})), 1),
+        (Fault("delay", seconds=SLOW_SECONDS), 1),
+        # Stored, but the answer is garbled: a 2xx is an import whatever its body says.
+        (Fault("malformed", handled=True), 1),
     ]
-    return mix + [(Fault("delay", seconds=SLOW_SECONDS), 1)]
 
 
 def platform_fault_mix() -> list[tuple[Fault, int]]:
@@ -719,6 +721,8 @@ class Report:
 
 
 def _describe(fault: Fault) -> str:
+    if fault.kind == "malformed" and fault.handled:
+        return "malformed 200 after storing"
     if fault.kind == "status":
         return f"{fault.status}" + (f" Retry-After {fault.retry_after}" if fault.retry_after is not None else "")
     if fault.kind == "delay":

@@ -236,6 +236,16 @@ def test_malformed_fault(fullwhere, fw):
         response.json()
 
 
+def test_malformed_fault_after_handling_stores_the_import(fullwhere, fw):
+    fullwhere.faults.add(Fault("malformed", handled=True))
+    response = fw.post("/partners/customer", json={"email": "late@example.com"})
+    assert response.status_code == 200 and response.text == '{"truncated": '
+    assert [customer["email"] for customer in fullwhere.customers()] == ["late@example.com"]
+    fullwhere.faults.add(Fault("malformed"))
+    fw.post("/partners/customer", json={"email": "never@example.com"})
+    assert len(fullwhere.customers()) == 1  # without handled=True nothing is stored
+
+
 def test_always_fault_until_clear_and_reset(fullwhere, fw):
     fullwhere.faults.always(Fault("status", 502))
     assert [fw.get("/partners/customer", params={"id": "x"}).status_code for _ in range(3)] == [502] * 3

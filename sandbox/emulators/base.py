@@ -45,7 +45,9 @@ class Fault:
     kind="status":    answer `status` (default 500) with optional Retry-After and body text.
     kind="delay":     wait `seconds`, then answer normally (slow upstream / client timeout).
     kind="drop":      close the connection without any HTTP response.
-    kind="malformed": answer 200 with a body that is not JSON (or `body` if given).
+    kind="malformed": answer 200 with a body that is not JSON (or `body` if given); with
+                      `handled=True` the request is first handled as usual (an import is stored), only
+                      its answer is mangled.
     """
 
     kind: str
@@ -53,6 +55,7 @@ class Fault:
     retry_after: str | int | None = None
     body: str | None = None
     seconds: float = 0.0
+    handled: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in FAULT_KINDS:
@@ -374,6 +377,8 @@ class EmulatorServer:
                 self._send(handler, *_fault_response(fault))
                 return
             elif fault.kind == "malformed":
+                if fault.handled:
+                    self._dispatch(request)
                 body = (fault.body if fault.body is not None else '{"truncated": ').encode()
                 # Claims JSON on purpose: clients must not trust the Content-Type alone.
                 self._send(handler, 200, body, {"Content-Type": "application/json"})
