@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from chalicelib import aws
 from chalicelib.errors import RetryableError
 
-STALE_CLAIM_SECONDS = 900
+STALE_CLAIM_SECONDS = 900  # Lambda's longest run: an older claim has lost its holder
 IMPORTING = "importing"
 IMPORTED = "imported"
 RELEASED = "released"
@@ -51,7 +51,7 @@ class InDoubt:
 
     token: str  # the claim of that import
     key: str
-    since: float  # epoch seconds: from then on, that import's request can only have ended
+    since: float  # epoch seconds: when its answer was lost (or, for a dead holder, when it claimed)
 
     def age(self) -> float:
         return time.time() - self.since
