@@ -166,6 +166,16 @@ def test_unreadable_customer_list_dead_letters_the_guest_and_imports_nothing(bri
     assert ledger_item(bridge)["state"] == "in_doubt"
 
 
+def test_garbled_customer_list_is_read_again(bridge):
+    bridge.configure(in_doubt_settle_seconds="0")
+    bridge.fullwhere.faults.add(Fault("status", status=500))
+    bridge.fullwhere.faults.add(Fault("malformed"), path=LIST_PATH)  # a 200 that is not JSON, once
+    bridge.send_deliveroo(fixture_bytes("deliveroo/order_new_loyalty.json"))
+    settle_queue(bridge)
+    assert loyalty_customers(bridge) == {LOYALTY: 1} and bridge.dead_letters() == []
+    assert list_calls(bridge) == 2
+
+
 def test_customer_list_longer_than_the_limit_dead_letters_the_guest(bridge):
     for n in range(100):
         bridge.fullwhere.add_customer("test-key", email=f"guest{n}@example.org")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import PermanentError
+from chalicelib.errors import PermanentError, RetryableError
 from chalicelib.fullwhere.models import CustomerImport, PartnerCustomer
 from chalicelib.http import Deadline, raise_for_status, send
 
@@ -71,13 +71,16 @@ class FullwhereClient:
 
         The partner API has no lookup by platform id and its list has no filter and no documented order,
         so only a full read proves a customer absent: pages of 100 until one is short. Raises
-        :class:`PermanentError` when the list cannot answer the question: its shape is not one of those
+        :class:`PermanentError` when the list cannot answer the question: its JSON is not one of the shapes
         :func:`list_items` reads, it ignores ``page``, or it is longer than ``max_pages``.
         """
         previous = None
         for page in range(1, max_pages + 1):
-            items = list_items(self.list_customers(deadline, page=page, limit=LIST_PAGE_SIZE))
-            if items is None:
+            body = self.list_customers(deadline, page=page, limit=LIST_PAGE_SIZE)
+            if body is None:  # not JSON at all: a garbled answer, worth another try
+                raise RetryableError("Fullwhere's customer list answered something that is not JSON")
+            items = list_items(body)
+            if items is None:  # JSON, but not a list of customers where the bridge looks: a wrong assumption
                 raise PermanentError("Fullwhere's customer list answered in a shape the bridge cannot read")
             for item in items:
                 if item.get(id_field) == value:
