@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from chalicelib.connectors.base import Connector, Context, Event
-from chalicelib.errors import BridgeError, OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.errors import BridgeError, BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
 from chalicelib.fullwhere import CustomerImport, FullwhereClient
 from chalicelib.http import Deadline
 from chalicelib.logs import log
@@ -115,7 +115,7 @@ def _import_through_ledger(
     checked = None
     if isinstance(claimed, InDoubt):
         deadline = _room_to_check(claimed, settings, deadline)
-        found = _in_list(fullwhere.find_customer(id_field, ids[id_field], deadline, settings.fullwhere_list_max_pages))
+        found = _in_list(_look_up(fullwhere, id_field, ids[id_field], claimed, settings, deadline, payload))
         if found is not None:
             ledger.landed(claimed, found or None)
             return Outcome("imported", "earlier_import_landed", customer_id=found or None)
@@ -155,6 +155,26 @@ def _room_to_check(doubt: Any, settings: Settings, deadline: Deadline) -> Deadli
     if room is None:  # a platform is waiting on this request, and the list can be long
         raise RetryableError("an earlier import of this guest is in doubt; Fullwhere is checked from the retry queue")
     return room
+
+
+def _look_up(fullwhere: FullwhereClient, id_field: str, guest_id: str, doubt: Any, settings: Settings,
+             deadline: Deadline, payload: dict[str, Any]) -> dict[str, Any] | None:
+    """Read Fullwhere's list for the guest, resuming where an earlier attempt on the same doubt stopped.
+
+    The page reached is kept in the job's payload (tied to the claim in doubt: a newer doubt starts over),
+    so a list longer than one invocation can read is read over several.
+    """
+    progress = payload.get("lookup") or {}
+    start = progress.get("page", 1) if progress.get("doubt") == doubt.token else 1
+    try:
+        found = fullwhere.find_customer(
+            id_field, guest_id, deadline, settings.fullwhere_list_max_pages, start_page=start,
+            on_page=lambda page: payload.__setitem__("lookup", {"doubt": doubt.token, "page": page}))
+    except BudgetExhausted:
+        page = payload["lookup"]["page"]
+        raise RetryableError(f"reading Fullwhere's customer list for an import in doubt: continues at page {page}") from None
+    payload.pop("lookup", None)
+    return found
 
 
 def _in_list(item: dict[str, Any] | None) -> str | None:

@@ -6,8 +6,8 @@ For each record it resumes the job at its stage and answers Lambda with a partia
 - success, or nothing to import → acknowledged (Lambda deletes the message);
 - a retryable failure → backoff: the message's visibility is set to an exponential delay with jitter
   (at least the server's ``Retry-After``) and the record is reported failed, so SQS delivers it again
-  then. If the job progressed to a later stage, a new job at that stage replaces it (so a Fullwhere
-  outage does not refetch the guest);
+  then. If the job progressed (to a later stage, or within one: a long list read), a new job from there
+  replaces it (so a Fullwhere outage does not refetch the guest);
 - a permanent failure, or the last allowed attempt failing → sent to the dead-letter queue with its
   reason, then acknowledged. A record that cannot be dead-lettered is reported failed and stays.
 - a message that is not a readable job → dead-lettered verbatim as ``poisoned``.
@@ -121,7 +121,7 @@ def handle_record(record: dict[str, Any], time_left: float | None = None) -> boo
             return _dead_letter(DeadLetter(kind="exhausted", reason=reason, job=resumed), fields)
         delay = backoff_seconds(attempt, settings, getattr(interrupted.error, "retry_after", None))
         log("retried", reason=interrupted.error.reason, stage=interrupted.stage, delay_s=round(delay, 1), **fields)
-        if interrupted.stage != job.stage:
+        if interrupted.stage != job.stage or interrupted.payload != job.payload:
             return _requeue(resumed, delay, record, fields)
         _delay_redelivery(record, delay, fields)
         return False

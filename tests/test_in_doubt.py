@@ -166,6 +166,49 @@ def test_unreadable_customer_list_dead_letters_the_guest_and_imports_nothing(bri
     assert ledger_item(bridge)["state"] == "in_doubt"
 
 
+def test_a_list_longer_than_one_invocation_is_read_over_several_without_starting_over(bridge):
+    from chalicelib.retry_worker import handle_batch
+
+    for n in range(250):  # three pages; the late import is the 251st customer, on the third
+        bridge.fullwhere.add_customer("test-key", email=f"guest{n}@example.org")
+    bridge.configure(inline_budget_seconds="1", in_doubt_settle_seconds="2", max_attempts="12")
+    bridge.fullwhere.faults.add(Fault("delay", seconds=1.8))
+    assert bridge.send_deliveroo(fixture_bytes("deliveroo/order_new_loyalty.json")).status_code == 200
+    bridge.fullwhere.latency = 0.5  # a page takes 0.5 s, and each invocation has 1.3 s left
+    short_lived = local_aws.LambdaSqsPoller(bridge.retry_url, lambda event: handle_batch(event, lambda: 4300),
+                                            endpoint_url=bridge.endpoint)
+    end = time.monotonic() + 30
+    while local_aws.queue_depth(bridge.endpoint, bridge.retry_url) and time.monotonic() < end:
+        short_lived.drain(timeout=2)
+
+    assert loyalty_customers(bridge) == {LOYALTY: 1} and bridge.fullwhere.import_count == 1
+    pages = [request.body["page"] for request in bridge.fullwhere.requests_matching("POST", LIST_PATH)]
+    assert pages == sorted(pages) and pages[-1] == 3 and pages.count(1) == 1  # resumed, never restarted
+    assert short_lived.invocations >= 2 and bridge.dead_letters() == []
+
+
+def test_a_lookup_resumes_only_the_read_of_the_same_doubt(bridge):
+    from chalicelib.pipeline import _fullwhere, _look_up
+    from chalicelib.settings import get_settings
+    from chalicelib.tenants import get_directory
+
+    target = bridge.fullwhere.add_customer("test-key", deliverooId=LOYALTY)  # first customer: page 1
+    for n in range(250):
+        bridge.fullwhere.add_customer("test-key", email=f"guest{n}@example.org")
+    settings = get_settings()
+    fullwhere = _fullwhere(get_directory().get("default"), settings)
+    doubt = InDoubt(token="claim-now", key=LEDGER_KEY, since=0)
+
+    def look_up(progress: dict) -> dict | None:
+        payload = {"lookup": progress}
+        found = _look_up(fullwhere, "deliverooId", LOYALTY, doubt, settings, Deadline(10), payload)
+        assert "lookup" not in payload  # a finished read leaves no progress behind
+        return found
+
+    assert look_up({"doubt": "claim-now", "page": 3}) is None  # resumed at page 3: page 1 is not read again
+    assert look_up({"doubt": "an-older-claim", "page": 3})["id"] == target["id"]  # another doubt: from page 1
+
+
 def test_garbled_customer_list_is_read_again(bridge):
     bridge.configure(in_doubt_settle_seconds="0")
     bridge.fullwhere.faults.add(Fault("status", status=500))

@@ -11,6 +11,7 @@ customer id is taken from it when it is a JSON object with an ``id``, which the 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -66,16 +67,21 @@ class FullwhereClient:
             raise ValueError("limit must be 1-100 and page >= 1")
         return _json(self._call("POST", "/partners/customer/list", deadline, json={"limit": limit, "page": page}))
 
-    def find_customer(self, id_field: str, value: str, deadline: Deadline, max_pages: int) -> dict[str, Any] | None:
+    def find_customer(self, id_field: str, value: str, deadline: Deadline, max_pages: int, start_page: int = 1,
+                      on_page: Callable[[int], None] | None = None) -> dict[str, Any] | None:
         """The customer whose ``id_field`` (``deliverooId``, ...) is ``value``, by reading the whole list.
 
         The partner API has no lookup by platform id and its list has no filter and no documented order,
-        so only a full read proves a customer absent: pages of 100 until one is short. Raises
-        :class:`PermanentError` when the list cannot answer the question: its JSON is not one of the shapes
-        :func:`list_items` reads, it ignores ``page``, or it is longer than ``max_pages``.
+        so only a full read proves a customer absent: pages of 100 until one is short. A long list may
+        take more than one invocation: ``on_page`` hears each page before it is read, and ``start_page``
+        resumes there. Raises :class:`PermanentError` when the list cannot answer the question: its JSON
+        is not one of the shapes :func:`list_items` reads, it ignores ``page``, or it is longer than
+        ``max_pages``.
         """
         previous = None
-        for page in range(1, max_pages + 1):
+        for page in range(start_page, max_pages + 1):
+            if on_page:
+                on_page(page)
             body = self.list_customers(deadline, page=page, limit=LIST_PAGE_SIZE)
             if body is None:  # not JSON at all: a garbled answer, worth another try
                 raise RetryableError("Fullwhere's customer list answered something that is not JSON")
