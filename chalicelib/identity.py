@@ -49,7 +49,7 @@ class Claim:
 class InDoubt:
     """An earlier import of the guest may have landed: its answer was lost, or its holder died."""
 
-    token: str  # the claim of that import
+    holder: str  # the claim of that import (its token)
     key: str
     since: float  # epoch seconds: when its answer was lost (or, for a dead holder, when it claimed)
 
@@ -107,10 +107,10 @@ class IdentityLedger:
         item = self._call("get_item", Key={"pk": {"S": key}}, ConsistentRead=True).get("Item", {})
         state, holder = item.get("state", {}).get("S"), item.get("claim", {}).get("S")
         if state == IN_DOUBT and holder:
-            return InDoubt(token=holder, key=key, since=float(item.get("doubted_at", {}).get("N", now)))
+            return InDoubt(holder=holder, key=key, since=float(item.get("doubted_at", {}).get("N", now)))
         claimed_at = float(item.get("claimed_at", {}).get("N", now))
         if state == IMPORTING and holder and claimed_at < now - STALE_CLAIM_SECONDS:
-            return InDoubt(token=holder, key=key, since=claimed_at)  # its holder died, maybe mid-import
+            return InDoubt(holder=holder, key=key, since=claimed_at)  # its holder died, maybe mid-import
         if state != IMPORTED:
             raise _concurrent()
         unchanged = item.get("fingerprint", {}).get("S") == fingerprint
@@ -170,7 +170,7 @@ class IdentityLedger:
     def landed(self, doubt: InDoubt, customer_id: str | None) -> None:
         """The import in doubt did land (found in Fullwhere): the guest is imported, as what was sent then."""
         expression = "SET #state = :imported, fingerprint = pending_fingerprint, imported_at = :now"
-        values = {":imported": {"S": IMPORTED}, ":token": {"S": doubt.token}, ":now": {"N": repr(time.time())}}
+        values = {":imported": {"S": IMPORTED}, ":token": {"S": doubt.holder}, ":now": {"N": repr(time.time())}}
         if customer_id:
             expression += ", customer_id = :cid"
             values[":cid"] = {"S": customer_id}
@@ -181,7 +181,7 @@ class IdentityLedger:
         token = uuid.uuid4().hex
         self._take_over(doubt, "SET #state = :importing, claim = :new, claimed_at = :now, pending_fingerprint = :fp "
                                "REMOVE doubted_at",
-                        {":importing": {"S": IMPORTING}, ":new": {"S": token}, ":token": {"S": doubt.token},
+                        {":importing": {"S": IMPORTING}, ":new": {"S": token}, ":token": {"S": doubt.holder},
                          ":now": {"N": repr(time.time())}, ":fp": {"S": fingerprint}})
         return Claim(token=token, key=doubt.key)
 

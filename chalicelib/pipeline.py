@@ -165,14 +165,15 @@ def _look_up(fullwhere: FullwhereClient, id_field: str, guest_id: str, doubt: An
     so a list longer than one invocation can read is read over several.
     """
     progress = payload.get("lookup") or {}
-    start = progress.get("page", 1) if progress.get("doubt") == doubt.token else 1
+    start = progress.get("page", 1) if progress.get("doubt") == doubt.holder else 1
     try:
         found = fullwhere.find_customer(
             id_field, guest_id, deadline, settings.fullwhere_list_max_pages, start_page=start,
-            on_page=lambda page: payload.__setitem__("lookup", {"doubt": doubt.token, "page": page}))
+            on_page=lambda page: payload.__setitem__("lookup", {"doubt": doubt.holder, "page": page}))
     except BudgetExhausted:
         page = payload["lookup"]["page"]
-        raise RetryableError(f"reading Fullwhere's customer list for an import in doubt: continues at page {page}") from None
+        raise RetryableError(f"reading Fullwhere's customer list for an import in doubt; continues at page {page}",
+                             retry_after=0) from None
     payload.pop("lookup", None)
     return found
 

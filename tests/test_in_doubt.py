@@ -197,7 +197,7 @@ def test_a_lookup_resumes_only_the_read_of_the_same_doubt(bridge):
         bridge.fullwhere.add_customer("test-key", email=f"guest{n}@example.org")
     settings = get_settings()
     fullwhere = _fullwhere(get_directory().get("default"), settings)
-    doubt = InDoubt(token="claim-now", key=LEDGER_KEY, since=0)
+    doubt = InDoubt(holder="claim-now", key=LEDGER_KEY, since=0)
 
     def look_up(progress: dict) -> dict | None:
         payload = {"lookup": progress}
@@ -257,7 +257,7 @@ def test_ledger_settles_a_doubt_once(ledger):
     claim = ledger.claim("default#ubereats#eater-9", "fp1")
     ledger.doubt(claim)
     doubt = ledger.claim("default#ubereats#eater-9", "fp2")
-    assert isinstance(doubt, InDoubt) and doubt.token == claim.token and 0 <= doubt.age() < 5
+    assert isinstance(doubt, InDoubt) and doubt.holder == claim.token and 0 <= doubt.age() < 5
     retaken = ledger.retake(doubt, "fp2")
     assert isinstance(retaken, Claim) and retaken.token != claim.token
     # A second delivery that saw the same doubt loses: the guest is being imported by the first.
