@@ -172,8 +172,8 @@ def _look_up(fullwhere: FullwhereClient, id_field: str, guest_id: str, doubt: An
             on_page=lambda page: payload.__setitem__("lookup", {"doubt": doubt.holder, "page": page}))
     except BudgetExhausted:
         page = payload["lookup"]["page"]
-        raise RetryableError(f"reading Fullwhere's customer list for an import in doubt; continues at page {page}",
-                             retry_after=0) from None
+        raise RetryableError(
+            f"reading Fullwhere's customer list for an import in doubt; continues at page {page}") from None
     payload.pop("lookup", None)
     return found
 
