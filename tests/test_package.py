@@ -23,6 +23,10 @@ import yaml
 from chalicelib.retry_queue import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
 from chalicelib.settings import Settings
 
+# One worker runs this module, so `make package` runs once: two at a time, in one project, race on
+# chalice's layer cache (.chalice/deployments) and one of them reads a zip the other is writing.
+pytestmark = pytest.mark.xdist_group("package")
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"]
 WORKER_TIMEOUT = CONFIG["lambda_functions"]["retry_worker"]["lambda_timeout"]
