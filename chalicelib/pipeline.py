@@ -9,7 +9,7 @@ caller decides where the event goes (retry queue or dead-letter queue).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
@@ -20,6 +20,9 @@ from chalicelib.http import Deadline
 from chalicelib.logs import log
 from chalicelib.settings import Settings
 from chalicelib.tenants import Tenant
+
+if TYPE_CHECKING:  # imported where it is used: only guests without email or phone need the ledger
+    from chalicelib.identity import InDoubt
 
 
 @dataclass(frozen=True)
@@ -115,10 +118,11 @@ def _import_through_ledger(
     checked = None
     if isinstance(claimed, InDoubt):
         deadline = _room_to_check(claimed, settings, deadline)
-        found = _in_list(_look_up(fullwhere, id_field, ids[id_field], claimed, settings, deadline, payload))
-        if found is not None:
-            ledger.landed(claimed, found or None)
-            return Outcome("imported", "earlier_import_landed", customer_id=found or None)
+        landed = _look_up(fullwhere, id_field, ids[id_field], claimed, settings, deadline, payload)
+        if landed is not None:
+            customer_id = landed["id"] if isinstance(landed.get("id"), str) else None
+            ledger.landed(claimed, customer_id)
+            return Outcome("imported", "earlier_import_landed", customer_id=customer_id)
         claimed, checked = ledger.retake(claimed, fingerprint), "earlier_import_had_not_landed"
     try:
         result = fullwhere.import_customer(customer, deadline)
@@ -145,7 +149,7 @@ def _imported(result: Any, reason: str | None = None) -> Outcome:
     return Outcome(status, reason, customer_id=result.customer_id, created=result.created)
 
 
-def _room_to_check(doubt: Any, settings: Settings, deadline: Deadline) -> Deadline:
+def _room_to_check(doubt: InDoubt, settings: Settings, deadline: Deadline) -> Deadline:
     """The deadline for reading Fullwhere's list, once the import in doubt has settled, outside a webhook request."""
     wait = settings.in_doubt_settle_seconds - doubt.age()
     if wait > 0:
@@ -157,7 +161,7 @@ def _room_to_check(doubt: Any, settings: Settings, deadline: Deadline) -> Deadli
     return room
 
 
-def _look_up(fullwhere: FullwhereClient, id_field: str, guest_id: str, doubt: Any, settings: Settings,
+def _look_up(fullwhere: FullwhereClient, id_field: str, guest_id: str, doubt: InDoubt, settings: Settings,
              deadline: Deadline, payload: dict[str, Any]) -> dict[str, Any] | None:
     """Read Fullwhere's list for the guest, resuming where an earlier attempt on the same doubt stopped.
 
@@ -176,13 +180,6 @@ def _look_up(fullwhere: FullwhereClient, id_field: str, guest_id: str, doubt: An
             f"reading Fullwhere's customer list for an import in doubt; continues at page {page}") from None
     payload.pop("lookup", None)
     return found
-
-
-def _in_list(item: dict[str, Any] | None) -> str | None:
-    """``None`` when not found; else the customer's id ("" when the list does not show it)."""
-    if item is None:
-        return None
-    return item["id"] if isinstance(item.get("id"), str) else ""
 
 
 def _map(connector: Connector, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
