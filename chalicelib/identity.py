@@ -169,8 +169,11 @@ class IdentityLedger:
 
     def landed(self, doubt: InDoubt, customer_id: str | None) -> None:
         """The import in doubt did land (found in Fullwhere): the guest is imported, as what was sent then."""
-        expression = "SET #state = :imported, fingerprint = pending_fingerprint, imported_at = :now"
-        values = {":imported": {"S": IMPORTED}, ":token": {"S": doubt.holder}, ":now": {"N": repr(time.time())}}
+        # (if_not_exists: an item written by hand without it must not wedge the guest)
+        expression = ("SET #state = :imported, fingerprint = if_not_exists(pending_fingerprint, :none), "
+                      "imported_at = :now")
+        values = {":imported": {"S": IMPORTED}, ":token": {"S": doubt.holder}, ":now": {"N": repr(time.time())},
+                  ":none": {"S": ""}}
         if customer_id:
             expression += ", customer_id = :cid"
             values[":cid"] = {"S": customer_id}

@@ -277,6 +277,16 @@ def test_ledger_records_a_landed_doubt_as_what_was_sent_then(ledger):
     assert ledger.claim("default#ubereats#eater-10", "sent-then") == KnownGuest(customer_id="customer-7", unchanged=True)
 
 
+def test_a_doubt_written_by_hand_without_its_fingerprint_still_settles(bridge, ledger):
+    from chalicelib.settings import get_settings
+
+    local_aws.client("dynamodb", bridge.endpoint).put_item(TableName=get_settings().identity_table, Item={
+        "pk": {"S": "default#ubereats#eater-12"}, "state": {"S": "in_doubt"}, "claim": {"S": "by-hand"},
+        "doubted_at": {"N": "0"}})
+    ledger.landed(ledger.claim("default#ubereats#eater-12", "fp"), "customer-8")
+    assert ledger.claim("default#ubereats#eater-12", "fp") == KnownGuest(customer_id="customer-8", unchanged=False)
+
+
 def test_doubt_of_a_claim_taken_over_changes_nothing(ledger):
     claim = ledger.claim("default#ubereats#eater-11", "fp")
     ledger.release(claim)
