@@ -154,18 +154,8 @@ class IdentityLedger:
 
         Best effort: if it cannot be written, the claim stays ``importing`` and is in doubt once stale.
         """
-        try:
-            self._call(
-                "update_item",
-                Key={"pk": {"S": claim.key}},
-                UpdateExpression="SET #state = :doubt, doubted_at = :now",
-                ConditionExpression="claim = :token",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={":doubt": {"S": IN_DOUBT}, ":token": {"S": claim.token},
-                                           ":now": {"N": repr(time.time())}},
-            )
-        except (RetryableError, *aws.aws_error_types()):
-            pass
+        self._while_ours(claim, "SET #state = :state, doubted_at = :now",
+                         {":state": {"S": IN_DOUBT}, ":now": {"N": repr(time.time())}})
 
     def landed(self, doubt: InDoubt, customer_id: str | None) -> None:
         """The import in doubt did land (found in Fullwhere): the guest is imported, as what was sent then."""
@@ -200,18 +190,18 @@ class IdentityLedger:
             raise _concurrent() from None
 
     def release(self, claim: Claim) -> None:
-        """Give the claim back after a failed import, so the retry can claim again. Best effort."""
+        """Give the claim back after a failed import, so the retry can claim again. Best effort: a claim
+        that cannot be given back goes stale after STALE_CLAIM_SECONDS, and is in doubt then."""
+        self._while_ours(claim, "SET #state = :state REMOVE claim", {":state": {"S": RELEASED}})
+
+    def _while_ours(self, claim: Claim, expression: str, values: dict) -> None:
+        # Best effort, and only while the claim is still ours (no error either way).
         try:
-            self._call(
-                "update_item",
-                Key={"pk": {"S": claim.key}},
-                UpdateExpression="SET #state = :released REMOVE claim",
-                ConditionExpression="claim = :token",
-                ExpressionAttributeNames={"#state": "state"},
-                ExpressionAttributeValues={":released": {"S": RELEASED}, ":token": {"S": claim.token}},
-            )
+            self._call("update_item", Key={"pk": {"S": claim.key}}, UpdateExpression=expression,
+                       ConditionExpression="claim = :token", ExpressionAttributeNames={"#state": "state"},
+                       ExpressionAttributeValues={**values, ":token": {"S": claim.token}})
         except (RetryableError, *aws.aws_error_types()):
-            pass  # the claim goes stale after STALE_CLAIM_SECONDS and is taken over then
+            pass
 
 
 def _concurrent() -> RetryableError:
