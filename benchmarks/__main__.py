@@ -5,7 +5,8 @@
 
 Prints each figure as it is measured, then a summary; the exit status is 1 when a target is missed.
 Results and how to read them: docs/performance.md. (``benchmarks/load.py``, throughput and latency
-percentiles under load, is separate.)
+percentiles under load, and ``benchmarks/in_doubt_lookup.py``, the cost of reading Fullwhere's customer
+list for an import in doubt, are separate: docs/reliability.md.)
 """
 
 from __future__ import annotations
