@@ -315,3 +315,37 @@ def test_deploy_says_what_is_missing_without_the_aws_cli():
     assert result.returncode != 0
     assert "the AWS CLI ('fullwhere-no-such-aws-cli') is not installed" in result.stderr
     assert "chalice package" not in result.stdout  # it stops before packaging
+
+
+def _precompile_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("precompile", ROOT / "deploy" / "precompile.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # its dataclasses look their module up there
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_corrupt_copy_of_a_zip_is_copied_again_from_chalices_cache(tmp_path):
+    precompile = _precompile_module()
+    cache, package = tmp_path / "deployments", tmp_path / "package"
+    cache.mkdir()
+    package.mkdir()
+    built = cache / "managed-layer-0123-python3.11.zip"
+    with zipfile.ZipFile(built, "w", zipfile.ZIP_DEFLATED) as archive:
+        for n in range(20):
+            archive.writestr(f"python/module{n}.py", os.urandom(4000).hex())
+    (cache / "appcode-4567-python3.11.zip").write_bytes(b"PK another size")
+    copy = package / "layer-deployment.zip"
+    data = bytearray(built.read_bytes())
+    data[len(data) // 3: len(data) // 2] = bytes(len(data) // 2 - len(data) // 3)  # zeros, as seen
+    copy.write_bytes(bytes(data))
+
+    assert not precompile.intact(copy)
+    assert precompile.restore_from_cache(copy, cache) == built
+    assert precompile.intact(copy) and copy.read_bytes() == built.read_bytes()
+    built.unlink()
+    copy.write_bytes(bytes(data))
+    # No intact zip of that size: nothing to copy, after waiting for the cache to settle.
+    assert precompile.restore_from_cache(copy, cache, attempts=2, wait=0.01) is None
