@@ -23,8 +23,8 @@ import yaml
 from chalicelib.retry_queue import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
 from chalicelib.settings import Settings
 
-# One worker runs this module, so `make package` runs once: two at a time, in one project, race on
-# chalice's layer cache (.chalice/deployments) and one of them reads a zip the other is writing.
+# One worker runs this module, so `make package` runs once per test run: it is slow, and two at a time
+# in one project would share chalice's layer cache (.chalice/deployments) while it is being written.
 pytestmark = pytest.mark.xdist_group("package")
 
 ROOT = Path(__file__).resolve().parent.parent
