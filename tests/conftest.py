@@ -178,6 +178,15 @@ def bridge(moto_endpoint, emulators, monkeypatch):
     reset_bridge_state()
 
 
+@pytest.fixture
+def ledger(bridge):
+    """The bridge's identity ledger, on moto's DynamoDB."""
+    from chalicelib.identity import IdentityLedger
+    from chalicelib.settings import get_settings
+
+    return IdentityLedger(get_settings().identity_table)
+
+
 # -- No secrets or personal data in logs, checked on every test's output ----------------------------
 # Every value below appears in a fixture or a setting. The bridge's log lines (JSON on stdout) of every
 # test in the suite are scanned for them, so any scenario that leaks one fails the test that ran it.

@@ -8,13 +8,6 @@ from chalicelib.errors import RetryableError
 from chalicelib.identity import Claim, IdentityLedger, KnownGuest
 
 
-@pytest.fixture
-def ledger(bridge):
-    from chalicelib.settings import get_settings
-
-    return IdentityLedger(get_settings().identity_table)
-
-
 def test_first_claim_wins_and_a_concurrent_one_must_retry(ledger):
     first = ledger.claim("default#ubereats#eater-1", "fp1")
     assert isinstance(first, Claim)
