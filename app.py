@@ -4,10 +4,13 @@ from chalice import Chalice, Rate
 
 # The three functions (API, retry worker, OPERA pull) all load this module: the worker's and the pull's
 # modules are imported by their own handlers, so the API's cold start never pays for them.
-from chalicelib import webhooks
-from chalicelib.retry_queue import RETRY_QUEUE_NAME
+from chalicelib.domain.retry_queue import RETRY_QUEUE_NAME
+from chalicelib.handlers import webhooks
+from chalicelib.handlers.invocation import around_every_invocation
 
 app = Chalice(app_name="fullwhere-bridge")
+# Every handler's lines share one log context, and its metrics are written once when it ends.
+app.register_middleware(around_every_invocation, "all")
 
 
 # Any content type is accepted: Mews declares none, and every body is parsed from its raw bytes.
@@ -31,7 +34,7 @@ def health():
 
 @app.on_sqs_message(queue=RETRY_QUEUE_NAME, batch_size=10, name="retry_worker")
 def retry(event):
-    from chalicelib import retry_worker
+    from chalicelib.handlers import retry_worker
 
     return retry_worker.handle_batch(event.to_dict(), event.context.get_remaining_time_in_millis)
 
@@ -39,6 +42,6 @@ def retry(event):
 # OPERA Cloud pushes no webhook: its business events are dequeued from OHIP on a schedule.
 @app.schedule(Rate(5, unit=Rate.MINUTES), name="oracle_pull")
 def oracle_pull(event):
-    from chalicelib import scheduled_pulls
+    from chalicelib.handlers import scheduled_pulls
 
     return scheduled_pulls.handle(getattr(event.context, "get_remaining_time_in_millis", None))

@@ -156,7 +156,7 @@ def child(via: str) -> int:
     from botocore import xform_name
     from chalice.local import LambdaContext
 
-    from chalicelib import aws
+    from chalicelib.infra import aws
     from sandbox import aws as local_aws
 
     replies = os.fdopen(os.dup(1), "w")

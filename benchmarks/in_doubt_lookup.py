@@ -29,9 +29,9 @@ MAX_CUSTOMERS = 20_000
 def run(customers: int = 10_000, latencies: tuple[float, ...] = (0.0, 0.05), rounds: int = 3) -> list[Figure]:
     import httpx
 
-    from chalicelib.fullwhere.client import LIST_PAGE_SIZE, FullwhereClient
-    from chalicelib.http import Deadline
-    from chalicelib.settings import Settings
+    from chalicelib.domain.fullwhere.client import LIST_PAGE_SIZE, FullwhereClient
+    from chalicelib.infra.http import Deadline
+    from chalicelib.infra.settings import Settings
     from sandbox.emulators.fullwhere import FullwhereEmulator
 
     customers = min(customers, MAX_CUSTOMERS)

@@ -36,14 +36,14 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 def run(events: int = 300) -> list[Figure]:
-    from chalicelib import pipeline
+    from chalicelib.flow import pipeline
     from chalicelib.connectors import get_connector
     from chalicelib.connectors.base import Context, WebhookRequest
     from chalicelib.connectors.oracle import pipeline_event, pulled_event
-    from chalicelib.fullwhere.models import CustomerImport
-    from chalicelib.http import Deadline
-    from chalicelib.settings import get_settings
-    from chalicelib.tenants import get_directory
+    from chalicelib.domain.fullwhere.models import CustomerImport
+    from chalicelib.infra.http import Deadline
+    from chalicelib.infra.settings import get_settings
+    from chalicelib.domain.tenants import get_directory
     from sandbox.emulators.oracle import make_event
     from sandbox.samples import SAMPLES, _uuid
     from sandbox.stack import ORACLE_HOTEL, Sandbox

@@ -36,7 +36,7 @@ BATCH = 10
 def run(rounds: int = 5, latency: float = 0.1) -> list[Figure]:
     from chalice.local import LambdaContext
 
-    from chalicelib import retry_queue
+    from chalicelib.domain import retry_queue
     from chalicelib.connectors import get_connector
     from chalicelib.connectors.base import Event, WebhookRequest
     from sandbox.aws import LambdaSqsPoller

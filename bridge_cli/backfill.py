@@ -1,9 +1,9 @@
 """``backfill FILE``: import an export of customers (CSV or JSON Lines) into Fullwhere.
 
 Columns (CSV) or keys (JSON Lines) are Fullwhere's field names (``email``, ``phoneNumber``, ``firstName``,
-``deliverooId``, ... as :class:`chalicelib.fullwhere.CustomerImport` names them; ``metadata`` as a JSON
+``deliverooId``, ... as :class:`chalicelib.domain.fullwhere.CustomerImport` names them; ``metadata`` as a JSON
 object, or ``metadata.<key>`` columns). Each row is cleaned as the connectors clean theirs
-(:mod:`chalicelib.normalise`), validated with ``CustomerImport``, and sent through the batch endpoint
+(:mod:`chalicelib.core.normalise`), validated with ``CustomerImport``, and sent through the batch endpoint
 (``FullwhereClient.import_batch``, whose body is an assumption), or one by one once Fullwhere refuses a
 batch with a 4xx. A row that cannot be imported is reported with its line and the reason, never its values.
 
@@ -43,7 +43,7 @@ def state_path(path: Path) -> Path:
 
 
 def _fields() -> tuple[set[str], set[str], set[str]]:
-    from chalicelib.fullwhere.models import PLATFORM_ID_FIELDS, CustomerImport
+    from chalicelib.domain.fullwhere.models import PLATFORM_ID_FIELDS, CustomerImport
 
     every = set(CustomerImport.model_fields)
     return every, set(PLATFORM_ID_FIELDS), {"smsOptin", "emailOptin"}
@@ -86,9 +86,9 @@ def customer(row: dict[str, Any], region: str):
     """The ``CustomerImport`` for one row, cleaned like a connector's; :class:`Rejected` with the reason."""
     from pydantic import ValidationError
 
-    from chalicelib.errors import describe_validation_error
-    from chalicelib.fullwhere.models import CustomerImport
-    from chalicelib.normalise import clean_text, language_code, normalise_email, normalise_phone
+    from chalicelib.core.errors import describe_validation_error
+    from chalicelib.domain.fullwhere.models import CustomerImport
+    from chalicelib.core.normalise import clean_text, language_code, normalise_email, normalise_phone
 
     every, platform_ids, optins = _fields()
     unknown = sorted(name for name in row if name not in every and not name.startswith("metadata."))
@@ -231,7 +231,7 @@ def _import_chunk(client, chunk: list[tuple[int, dict | None, str | None]], regi
     if not valid:
         return
     if not progress.state["batch_refused"]:
-        from chalicelib.errors import PermanentError
+        from chalicelib.core.errors import PermanentError
 
         try:
             answer = _with_retries(lambda deadline: client.import_batch([c for _, c in valid], deadline), progress)
@@ -246,7 +246,7 @@ def _import_chunk(client, chunk: list[tuple[int, dict | None, str | None]], regi
 
 
 def _count_batch(answer: Any, valid: list, progress: BackfillState) -> None:
-    from chalicelib.logs import scrub
+    from chalicelib.infra.logs import scrub
 
     results = answer.get("results") if isinstance(answer, dict) else None
     by_index = {item.get("index"): item for item in results or [] if isinstance(item, dict)}
@@ -262,8 +262,8 @@ def _count_batch(answer: Any, valid: list, progress: BackfillState) -> None:
 
 
 def _import_singly(client, valid: list, progress: BackfillState) -> None:
-    from chalicelib.errors import PermanentError
-    from chalicelib.logs import scrub
+    from chalicelib.core.errors import PermanentError
+    from chalicelib.infra.logs import scrub
 
     for line, model in valid:
         try:
@@ -276,8 +276,8 @@ def _import_singly(client, valid: list, progress: BackfillState) -> None:
 
 def _with_retries(call, progress: BackfillState):
     """A Fullwhere call, tried again on a retryable failure; gives up with a resumable error."""
-    from chalicelib.errors import RetryableError
-    from chalicelib.http import Deadline
+    from chalicelib.core.errors import RetryableError
+    from chalicelib.infra.http import Deadline
 
     for attempt in range(RETRIES + 1):
         try:

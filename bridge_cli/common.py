@@ -59,7 +59,8 @@ def bridge_url(given: str | None) -> str:
 
 def bridge_settings():
     """The bridge's settings from this process's environment (errors name the setting, never its value)."""
-    from chalicelib.settings import SettingsError, load_settings
+    from chalicelib.core.errors import SettingsError
+    from chalicelib.infra.settings import load_settings
 
     try:
         return load_settings(os.environ)
@@ -73,8 +74,8 @@ def fullwhere_target() -> tuple[Any, str]:
     ``FULLWHERE_API_KEY``/``FULLWHERE_API_SECRET`` in the environment: that account (``FULLWHERE_API_URL``).
     Otherwise the running local stack's Fullwhere sandbox.
     """
-    from chalicelib.errors import PermanentError
-    from chalicelib.fullwhere import FullwhereClient
+    from chalicelib.core.errors import PermanentError
+    from chalicelib.domain.fullwhere import FullwhereClient
 
     if os.environ.get("FULLWHERE_API_KEY") or os.environ.get("FULLWHERE_API_SECRET"):
         settings = bridge_settings()
@@ -92,7 +93,7 @@ def fullwhere_target() -> tuple[Any, str]:
 
 def stack_fullwhere(state: dict[str, Any]) -> tuple[Any, str]:
     """The Fullwhere the running local stack imports into: its sandbox, or the API whose key is in the environment."""
-    from chalicelib.fullwhere import FullwhereClient
+    from chalicelib.domain.fullwhere import FullwhereClient
 
     fullwhere = state["fullwhere"]
     if fullwhere["source"] == "sandbox":
@@ -136,7 +137,7 @@ def control(state: dict[str, Any], path: str, body: dict[str, Any], timeout: flo
 
 def platform_names() -> list[str]:
     from chalicelib.connectors import platform_names as names
-    from chalicelib.settings import SettingsError
+    from chalicelib.core.errors import SettingsError
 
     try:
         return names()

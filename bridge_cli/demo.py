@@ -108,8 +108,8 @@ def _wait_for_customers(client, expected: dict[tuple[str, str], str], wait: floa
 def _recent_customers(client, pages: int = 5, limit: int = 100) -> list[dict]:
     """The newest customers first, as far as the list response lets us tell (its shape is undocumented:
     the sandbox answers ``{"data": [...], "total": n}`` in creation order)."""
-    from chalicelib.errors import BridgeError
-    from chalicelib.http import Deadline
+    from chalicelib.core.errors import BridgeError
+    from chalicelib.infra.http import Deadline
 
     def page(number: int) -> Any:
         try:

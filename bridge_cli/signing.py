@@ -23,8 +23,8 @@ def signature(platform: str, body: bytes, sandbox: bool) -> tuple[dict[str, str]
         return answer["headers"], answer["query"]
 
     from chalicelib.connectors import get_connector
-    from chalicelib.errors import RejectedRequest
-    from chalicelib.settings import SettingsError
+    from chalicelib.core.errors import RejectedRequest
+    from chalicelib.core.errors import SettingsError
 
     from bridge_cli.common import bridge_settings
 

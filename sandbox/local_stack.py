@@ -278,8 +278,9 @@ class LocalStack:
                              "or give this one another LOCAL_STACK_DIR")
 
     def _check_settings(self) -> None:
-        from chalicelib.settings import SettingsError, load_settings
-        from chalicelib.sources import load_sources
+        from chalicelib.core.errors import SettingsError
+        from chalicelib.infra.settings import load_settings
+        from chalicelib.domain.sources import load_sources
 
         try:
             load_sources(load_settings(self.env))
@@ -382,7 +383,7 @@ class LocalStack:
     def webhook_urls(self) -> dict[str, dict[str, str]]:
         """Each platform's webhook URL (query secrets shown as ``<SETTING>``) and where its settings come from."""
         from chalicelib.connectors import all_connectors
-        from chalicelib.settings import load_settings
+        from chalicelib.infra.settings import load_settings
 
         # This process runs with the bridge's environment (start()), so the sources are the bridge's.
         settings = load_settings(self.env)
@@ -517,7 +518,7 @@ _QUERY = re.compile(r"(/[^\s?\"']*)\?([^\s\"']*)")
 
 def redact_query_strings(line: str) -> str:
     """Every ``path?query`` in a line with its query values replaced (``?Token=REDACTED``)."""
-    from chalicelib.logs import redact_url
+    from chalicelib.infra.logs import redact_url
 
     return _QUERY.sub(lambda match: redact_url(match.group(0)), line)
 

@@ -67,8 +67,8 @@ def sign(sandbox: Sandbox, platform: str, body: bytes) -> Delivery:
     """Sign ``body`` the way ``platform`` does, with the sandbox's secrets."""
     from chalicelib.connectors import builtin_names, get_connector
     from chalicelib.connectors.declarative import DeclarativeConnector
-    from chalicelib.settings import load_settings
-    from chalicelib.sources import parse_document
+    from chalicelib.infra.settings import load_settings
+    from chalicelib.domain.sources import parse_document
 
     settings = load_settings(sandbox.environment())
     if platform in builtin_names():

@@ -411,7 +411,7 @@ class ScenarioRunner:
 
     @contextmanager
     def sqs_unreachable(self) -> Iterator[None]:
-        from chalicelib import aws
+        from chalicelib.infra import aws
 
         saved = os.environ["AWS_ENDPOINT_URL_SQS"]
         os.environ["AWS_ENDPOINT_URL_SQS"] = f"http://127.0.0.1:{closed_port()}"
@@ -469,7 +469,7 @@ class ScenarioRunner:
         """Guests without email or phone whose import's answer is lost: one lands late, one never lands.
 
         Fullwhere cannot merge them, so the bridge must look each one up before importing it again
-        (``in_doubt`` in :mod:`chalicelib.identity`); the verdict then finds each exactly once."""
+        (``in_doubt`` in :mod:`chalicelib.domain.identity`); the verdict then finds each exactly once."""
         # Requests of the earlier phases still sleeping in the emulator would take these faults: let them end.
         time.sleep(SLOW_SECONDS + 0.3)
         batch = []
@@ -764,7 +764,7 @@ def run(scale: Scale = SMALL, seed: int = 5, say: Callable[[str], None] | None =
     The bridge's log lines go to ``sys.stdout`` as usual (the test suite scans them for leaks);
     ``say`` gets one line per phase.
     """
-    from chalicelib import metrics
+    from chalicelib.infra import metrics
 
     started = time.monotonic()
     outer = sys.stdout

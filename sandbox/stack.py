@@ -208,7 +208,8 @@ class Sandbox:
 def reset_bridge_caches() -> None:
     """Make the bridge in this process forget what it caches per container (settings, tenants and sources
     documents, HTTP and AWS clients, tokens): what a new Lambda container would start without."""
-    from chalicelib import aws as bridge_aws, http, settings, sources, tenants, tokens
+    from chalicelib.infra import aws as bridge_aws, http, settings, tokens
+    from chalicelib.domain import sources, tenants
 
     settings.reset_settings()
     sources.reset_sources()

@@ -181,8 +181,8 @@ def bridge(moto_endpoint, emulators, monkeypatch):
 @pytest.fixture
 def ledger(bridge):
     """The bridge's identity ledger, on moto's DynamoDB."""
-    from chalicelib.identity import IdentityLedger
-    from chalicelib.settings import get_settings
+    from chalicelib.domain.identity import IdentityLedger
+    from chalicelib.infra.settings import get_settings
 
     return IdentityLedger(get_settings().identity_table)
 

@@ -122,7 +122,7 @@ def test_duplicate_delivery_is_one_customer(bridge, scenario):
 def test_connector_signs_requests_the_way_it_verifies_them(bridge, scenario):
     """``sign`` (used by the command-line tools) must produce what the platform would send."""
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     body = fixture_bytes({"deliveroo": "deliveroo/order_new_loyalty.json", "ubereats": "ubereats/orders_notification.json",
                           "mews": "mews/general_webhook.json"}[scenario.platform])

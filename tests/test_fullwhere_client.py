@@ -6,9 +6,9 @@ import time
 
 import pytest
 
-from chalicelib.errors import OutcomeUnknown, PermanentError, RetryableError
-from chalicelib.fullwhere import CustomerImport, FullwhereClient
-from chalicelib.http import Deadline, reset_http_client
+from chalicelib.core.errors import OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.domain.fullwhere import CustomerImport, FullwhereClient
+from chalicelib.infra.http import Deadline, reset_http_client
 from sandbox.emulators.base import Fault
 
 

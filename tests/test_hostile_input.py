@@ -131,8 +131,8 @@ def forged_delivery(sandbox: Sandbox, platform: str, body: bytes) -> Delivery:
     """``body`` signed the platform's way, but with a secret that is not the configured one."""
     from chalicelib.connectors import builtin_names, get_connector
     from chalicelib.connectors.declarative import DeclarativeConnector
-    from chalicelib.settings import Settings, load_settings
-    from chalicelib.sources import parse_document
+    from chalicelib.infra.settings import Settings, load_settings
+    from chalicelib.domain.sources import parse_document
 
     environment = sandbox.environment()
     for name, spec in Settings.model_fields.items():
@@ -437,8 +437,8 @@ SECRET_NAME = re.compile(r"(?i)secret|signature|digest|token|hmac|password|verif
 NOT_SECRET = {
     ("chalicelib/connectors/sevenrooms.py", "given[:7].lower() == 'sha256='"),
     ("chalicelib/connectors/sevenrooms.py", "settings.sevenrooms_signature_encoding.lower() == 'hex'"),
-    ("chalicelib/sources.py", "(self.secret is None) == (self.secret_env is None)"),
-    ("chalicelib/tokens.py", "value[0] != token"),
+    ("chalicelib/domain/sources.py", "(self.secret is None) == (self.secret_env is None)"),
+    ("chalicelib/infra/tokens.py", "value[0] != token"),
 }
 
 
@@ -468,12 +468,12 @@ def test_the_constant_time_scan_finds_a_plain_comparison():
 
 
 def test_every_secret_is_compared_in_constant_time():
-    """Secrets, tokens and signatures are compared only through chalicelib.signatures.equal
+    """Secrets, tokens and signatures are compared only through chalicelib.core.signatures.equal
     (hmac.compare_digest), never with ==, != or in."""
     offenders = [line for path in sorted((ROOT / "chalicelib").rglob("*.py"))
                  for line in _secret_comparisons(path.read_text(encoding="utf-8"), str(path.relative_to(ROOT)))]
     assert offenders == []
-    signatures = (ROOT / "chalicelib" / "signatures.py").read_text()
+    signatures = (ROOT / "chalicelib" / "core" / "signatures.py").read_text()
     assert "hmac.compare_digest(given_bytes, expected_bytes)" in signatures
     # Every verify() reaches a constant-time comparison (directly or through the signatures helpers).
     connectors = ROOT / "chalicelib" / "connectors"

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from chalicelib.errors import RetryableError
-from chalicelib.identity import Claim, IdentityLedger, KnownGuest
+from chalicelib.core.errors import RetryableError
+from chalicelib.domain.identity import Claim, IdentityLedger, KnownGuest
 
 
 def test_first_claim_wins_and_a_concurrent_one_must_retry(ledger):
@@ -43,7 +43,7 @@ def test_interleaved_deliveries_import_once(ledger):
 
 def test_unreachable_dynamodb_is_retryable(bridge):
     bridge.configure(aws_endpoint_url_dynamodb="http://127.0.0.1:9")
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     with pytest.raises(RetryableError, match="identity ledger unavailable"):
         IdentityLedger(get_settings().identity_table).claim("default#mews#x", "fp")

@@ -15,10 +15,10 @@ from collections import Counter
 import httpx
 import pytest
 
-from chalicelib.errors import BridgeError, OutcomeUnknown, PermanentError, RetryableError
-from chalicelib.fullwhere.client import list_items
-from chalicelib.http import Deadline, raise_for_status, send
-from chalicelib.identity import Claim, InDoubt, KnownGuest
+from chalicelib.core.errors import BridgeError, OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.domain.fullwhere.client import list_items
+from chalicelib.infra.http import Deadline, raise_for_status, send
+from chalicelib.domain.identity import Claim, InDoubt, KnownGuest
 from sandbox import aws as local_aws
 from sandbox.emulators.base import Fault
 from sandbox.scenarios import closed_port
@@ -49,7 +49,7 @@ def log_lines(capsys) -> list[dict]:
 
 
 def ledger_item(bridge) -> dict:
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     dynamodb = local_aws.client("dynamodb", bridge.endpoint)
     item = dynamodb.get_item(TableName=get_settings().identity_table, Key={"pk": {"S": LEDGER_KEY}})["Item"]
@@ -132,8 +132,8 @@ def test_nothing_is_read_or_sent_again_before_the_import_in_doubt_settles(bridge
 def test_claim_of_a_holder_that_died_mid_import_is_checked_not_imported_again(bridge, capsys):
     """A Lambda killed during the import leaves its claim ``importing``; after STALE_CLAIM_SECONDS it is in
     doubt like a lost answer. Its import had landed here: the new order finds it, inline never reads the list."""
-    from chalicelib.identity import STALE_CLAIM_SECONDS
-    from chalicelib.settings import get_settings
+    from chalicelib.domain.identity import STALE_CLAIM_SECONDS
+    from chalicelib.infra.settings import get_settings
 
     table = get_settings().identity_table
     local_aws.client("dynamodb", bridge.endpoint).put_item(TableName=table, Item={
@@ -167,7 +167,7 @@ def test_unreadable_customer_list_dead_letters_the_guest_and_imports_nothing(bri
 
 
 def test_a_list_longer_than_one_invocation_is_read_over_several_without_starting_over(bridge):
-    from chalicelib.retry_worker import handle_batch
+    from chalicelib.handlers.retry_worker import handle_batch
 
     for n in range(250):  # three pages; the late import is the 251st customer, on the third
         bridge.fullwhere.add_customer("test-key", email=f"guest{n}@example.org")
@@ -188,9 +188,9 @@ def test_a_list_longer_than_one_invocation_is_read_over_several_without_starting
 
 
 def test_a_lookup_resumes_only_the_read_of_the_same_doubt(bridge):
-    from chalicelib.pipeline import _fullwhere, _look_up
-    from chalicelib.settings import get_settings
-    from chalicelib.tenants import get_directory
+    from chalicelib.flow.pipeline import _fullwhere, _look_up
+    from chalicelib.infra.settings import get_settings
+    from chalicelib.domain.tenants import get_directory
 
     target = bridge.fullwhere.add_customer("test-key", deliverooId=LOYALTY)  # first customer: page 1
     for n in range(250):
@@ -271,7 +271,7 @@ def test_ledger_records_a_landed_doubt_as_what_was_sent_then(ledger):
 
 
 def test_a_doubt_written_by_hand_without_its_fingerprint_still_settles(bridge, ledger):
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     local_aws.client("dynamodb", bridge.endpoint).put_item(TableName=get_settings().identity_table, Item={
         "pk": {"S": "default#ubereats#eater-12"}, "state": {"S": "in_doubt"}, "claim": {"S": "by-hand"},

@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from chalicelib.settings import Settings
+from chalicelib.infra.settings import Settings
 from sandbox.emulators.fullwhere import FullwhereEmulator
 from sandbox.samples import SAMPLES
 from sandbox.stack import FULLWHERE_KEY, FULLWHERE_SECRET, SECRETS
@@ -256,7 +256,7 @@ def test_demo_sends_every_platform_and_shows_the_customers(stack):
 def test_dlq_list_shows_reasons_and_redrive_hands_jobs_back_to_the_worker(stack):
     from chalicelib.connectors import get_connector
     from chalicelib.connectors.base import WebhookRequest
-    from chalicelib.retry_queue import DeadLetter, RetryJob
+    from chalicelib.domain.retry_queue import DeadLetter, RetryJob
     from sandbox.aws import client, queue_depth
 
     # A Mews guest that failed permanently (say Fullwhere refused it); the cause is now fixed.

@@ -254,7 +254,7 @@ def test_malformed_body_is_400_with_a_reason(meta, graph, body):
 
 def test_connector_signs_requests_the_way_it_verifies_them(meta, graph):
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     add_fixture_leads(graph)
     body = fixture_bytes("meta/leadgen_webhook.json")
@@ -375,7 +375,8 @@ def test_name_splitting_and_key_folding():
 
 
 def test_invalid_json_settings_name_the_setting_not_the_value():
-    from chalicelib.settings import SettingsError, load_settings
+    from chalicelib.core.errors import SettingsError
+    from chalicelib.infra.settings import load_settings
 
     for name, value in (("META_FIELD_ALIASES", "{nope"), ("META_FIELD_ALIASES", '{"gender": ["sexe"]}'),
                         ("META_CONSENT_CHECKBOXES", '{"email": ["x"]}')):

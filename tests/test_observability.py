@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from chalicelib import logs, metrics
+from chalicelib.infra import logs, metrics
 from sandbox.emulators.base import Fault
 from tests.conftest import FULLWHERE_SECRET, MEWS_ENTERPRISE, fixture_bytes, fixture_json
 from tests.support.log_leaks import bridge_log_lines, find_leaks, fixture_personal_data
@@ -93,7 +93,8 @@ def test_metrics_are_written_once_per_invocation_and_count_what_the_logs_say(bri
 
 def test_counting_a_built_in_platform_loads_no_declarative_source(bridge, mews_guest, monkeypatch):
     """Bounding the platform dimension must not cost a cold start the sources document (or its secret)."""
-    from chalicelib import connectors, sources
+    from chalicelib import connectors
+    from chalicelib.domain import sources
 
     loads = []
     monkeypatch.setattr(connectors, "_declarative_cache", None)

@@ -189,7 +189,7 @@ def test_position_store_unreachable_dequeues_nothing(bridge, opera):
 
 
 def test_an_overlapping_run_cannot_take_the_position(bridge, opera):
-    from chalicelib.scheduled_pulls import Position, PositionStore, position_key
+    from chalicelib.handlers.scheduled_pulls import Position, PositionStore, position_key
 
     enqueue_sample(opera)
     opera.add_profile(PROFILE_ID, profile())
@@ -352,7 +352,7 @@ def test_opera_webhook_url_is_refused_because_events_are_pulled(bridge, opera):
 
 def test_opera_connector_has_no_request_to_sign(bridge, opera):
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     with pytest.raises(NotImplementedError, match="pulled"):
         get_connector("oracle").sign(b"{}", get_settings())

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
-from chalicelib.retry_queue import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
-from chalicelib.settings import Settings
+from chalicelib.domain.retry_queue import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
+from chalicelib.infra.settings import Settings
 
 # One worker runs this module, so `make package` runs once per test run: it is slow, and two at a time
 # in one project would share chalice's layer cache (.chalice/deployments) while it is being written.

@@ -81,7 +81,7 @@ def parse(platform: str, body: bytes):
 def check_parse(platform: str, body: bytes) -> None:
     """The property: queue-able events, or a clean refusal."""
     from chalicelib.connectors.base import Event
-    from chalicelib.errors import RejectedRequest
+    from chalicelib.core.errors import RejectedRequest
 
     try:
         parsed = parse(platform, body)
@@ -144,9 +144,9 @@ def genuine_guest(sandbox: Sandbox, platform: str) -> tuple[Any, dict[str, Any]]
 
 def context_for(platform: str, event: Any):
     from chalicelib.connectors.base import Context
-    from chalicelib.http import Deadline
-    from chalicelib.settings import get_settings
-    from chalicelib.tenants import get_directory
+    from chalicelib.infra.http import Deadline
+    from chalicelib.infra.settings import get_settings
+    from chalicelib.domain.tenants import get_directory
 
     return Context(settings=get_settings(), tenant=get_directory().route(platform, event.account_id),
                    deadline=Deadline(10))
@@ -155,7 +155,7 @@ def context_for(platform: str, event: Any):
 def check_map(platform: str, event: Any, guest: dict[str, Any]) -> None:
     """The property: a customer Fullwhere accepts, built without an exception."""
     from chalicelib.connectors import get_connector
-    from chalicelib.fullwhere.models import CustomerImport
+    from chalicelib.domain.fullwhere.models import CustomerImport
 
     customer = get_connector(platform).map(guest, event, context_for(platform, event))
     assert isinstance(customer, CustomerImport)
@@ -204,7 +204,7 @@ def test_mapper_builds_a_customer_fullwhere_accepts(bridge_settings, platform):
     valid customer, or ends cleanly: a retryable or permanent error (queued, or dead-lettered with the
     reason), or no guest. For platforms whose webhook carries the guest: any body the parser accepts."""
     from chalicelib.connectors import get_connector
-    from chalicelib.errors import BridgeError, RejectedRequest
+    from chalicelib.core.errors import BridgeError, RejectedRequest
 
     sandbox = bridge_settings
     event, guest = genuine_guest(sandbox, platform)

@@ -172,7 +172,7 @@ def test_deliveroo_guest_ledger_failure_is_retried(bridge):
 
 def test_worker_hands_back_records_it_has_no_time_for(bridge):
     """Near the Lambda timeout, records are returned untouched instead of being cut off mid-import."""
-    from chalicelib.retry_worker import handle_batch
+    from chalicelib.handlers.retry_worker import handle_batch
 
     add_customer(bridge)
     bridge.fullwhere.faults.add(Fault("status", status=503), times=1)
@@ -196,7 +196,7 @@ def test_a_batch_is_processed_concurrently_with_exact_partial_failures(bridge):
     the records that really failed are reported."""
     import time as clock
 
-    from chalicelib.retry_worker import handle_batch
+    from chalicelib.handlers.retry_worker import handle_batch
     from sandbox.aws import client
 
     for index in range(10):

@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from chalicelib.settings import Settings, SettingsError, load_settings
+from chalicelib.core.errors import SettingsError
+
+from chalicelib.infra.settings import Settings, load_settings
 
 
 def test_defaults_are_the_documented_ones():
@@ -35,11 +37,11 @@ def test_every_setting_is_read_from_its_upper_case_variable():
     assert documented <= {name.upper() for name in Settings.model_fields}
 
 
-def test_readme_lists_every_setting():
+def test_settings_document_lists_every_setting():
     from pathlib import Path
 
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    missing = [name.upper() for name in Settings.model_fields if name.upper() not in readme]
+    document = (Path(__file__).parent.parent / "docs" / "settings.md").read_text()
+    missing = [name.upper() for name in Settings.model_fields if name.upper() not in document]
     assert missing == []
 
 
@@ -67,7 +69,7 @@ def test_secret_document_fills_settings_and_the_environment_wins(bridge):
                                  "MEWS_CLIENT_TOKEN": "from-secret-too"}),
     )
     bridge.configure(secrets_id="bridge/settings", fullwhere_api_secret=None)
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     settings = get_settings()
     assert settings.fullwhere_api_secret == "from-secret"
@@ -76,7 +78,7 @@ def test_secret_document_fills_settings_and_the_environment_wins(bridge):
 
 
 def test_settings_are_read_once_per_container(bridge, monkeypatch):
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     first = get_settings()
     monkeypatch.setenv("INLINE_BUDGET_SECONDS", "7")

@@ -231,7 +231,7 @@ def test_unknown_auth_mode_is_a_settings_error_answered_503(bridge):
 @pytest.mark.parametrize("mode", ["token", "hmac"])
 def test_connector_signs_requests_the_way_it_verifies_them(bridge, sevenrooms, mode):
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     bridge.configure(sevenrooms_auth=mode, sevenrooms_signature_encoding="base64")
     add_jon(sevenrooms)

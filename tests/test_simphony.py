@@ -94,7 +94,7 @@ def test_keys_that_are_not_a_json_object_of_base64_are_503(bridge):
 
 def test_connector_signs_requests_the_way_it_verifies_them(simphony):
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     body = fixture_bytes(NOTIFICATION)
     headers, query = get_connector("simphony").sign(body, get_settings())

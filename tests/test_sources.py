@@ -7,8 +7,10 @@ import time
 
 import pytest
 
-from chalicelib.settings import Settings, SettingsError
-from chalicelib.sources import load_sources
+from chalicelib.core.errors import SettingsError
+
+from chalicelib.infra.settings import Settings
+from chalicelib.domain.sources import load_sources
 from tests.conftest import fixture_bytes
 from sandbox.emulators.base import Fault
 from sandbox.emulators.como import ComoEmulator, make_member
@@ -189,7 +191,7 @@ def test_malformed_body_is_400(sources):
 
 def test_sign_matches_verify_for_every_declared_scheme_it_can_produce(sources, como):
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     como.add_member(make_member(MEMBER_ID))
     for name, fixture in (("como", "como_member_event"), ("partouche", "partouche_customer"),

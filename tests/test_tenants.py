@@ -6,8 +6,10 @@ import json
 
 import pytest
 
-from chalicelib.settings import Settings, SettingsError
-from chalicelib.tenants import load_directory
+from chalicelib.core.errors import SettingsError
+
+from chalicelib.infra.settings import Settings
+from chalicelib.domain.tenants import load_directory
 from tests.conftest import MEWS_ENTERPRISE, MEWS_ACCESS_TOKEN, fixture_bytes, fixture_json
 from tests.test_mews import CUSTOMER_ID, add_customer, webhook
 

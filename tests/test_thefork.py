@@ -193,7 +193,7 @@ def test_tokens_and_guest_data_never_appear_in_logs(bridge, thefork, capsys):
 
 def test_connector_signs_requests_the_way_it_verifies_them(bridge, thefork):
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     add_customer(thefork)
     body = fixture_bytes("thefork/customer_created.json")

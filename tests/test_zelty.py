@@ -153,7 +153,7 @@ def test_secret_not_configured_refuses_everything(zb):
 
 def test_connector_signs_requests_the_way_it_verifies_them(zb):
     from chalicelib.connectors import get_connector
-    from chalicelib.settings import get_settings
+    from chalicelib.infra.settings import get_settings
 
     body = fixture_bytes("zelty/order_ended.json")
     headers, query = get_connector("zelty").sign(body, get_settings())

@@ -1,8 +1,8 @@
-"""The registry of platform connectors: one module per platform, listed here once.
+"""The connectors: one module per platform behind :class:`~chalicelib.connectors.base.Connector`.
 
-Adding a platform = writing ``chalicelib/connectors/<platform>.py`` with a
-:class:`~chalicelib.connectors.base.Connector` subclass and adding it to ``_BUILTIN``; or, for a
-platform described by configuration alone, adding it to the sources document (:mod:`chalicelib.sources`).
+Built-in platforms are listed in :mod:`chalicelib.core.registry`; platforms described by configuration
+alone come from the sources document (:mod:`chalicelib.domain.sources`) and are served by
+:class:`~chalicelib.connectors.declarative.DeclarativeConnector`.
 """
 
 from __future__ import annotations
@@ -11,31 +11,22 @@ import importlib
 import threading
 
 from chalicelib.connectors.base import Connector
+from chalicelib.core import registry
 
-# Platform → (module, class). A connector's module (and its payload models) is imported on first use,
-# so a cold start pays for the one platform it serves, not all of them (docs/performance.md).
-_BUILTIN: dict[str, tuple[str, str]] = {
-    "deliveroo": ("chalicelib.connectors.deliveroo", "DeliverooConnector"),
-    "ubereats": ("chalicelib.connectors.ubereats", "UberEatsConnector"),
-    "mews": ("chalicelib.connectors.mews", "MewsConnector"),
-    "thefork": ("chalicelib.connectors.thefork", "TheForkConnector"),
-    "meta": ("chalicelib.connectors.meta", "MetaLeadAdsConnector"),
-    "sevenrooms": ("chalicelib.connectors.sevenrooms", "SevenRoomsConnector"),
-    "zelty": ("chalicelib.connectors.zelty", "ZeltyConnector"),
-    "oracle": ("chalicelib.connectors.oracle", "OracleOperaConnector"),
-    "simphony": ("chalicelib.connectors.simphony", "OracleSimphonyConnector"),
-}
 _loaded: dict[str, Connector] = {}
 _load_lock = threading.Lock()
 
 
 def _builtin(platform: str) -> Connector | None:
     connector = _loaded.get(platform)
-    if connector is None and platform in _BUILTIN:
+    if connector is None:
+        location = registry.location(platform)
+        if location is None:
+            return None
         with _load_lock:  # one instance per platform, even when the retry worker's threads race
             connector = _loaded.get(platform)
             if connector is None:
-                module, name = _BUILTIN[platform]
+                module, name = location
                 connector = _loaded[platform] = getattr(importlib.import_module(module), name)()
     return connector
 
@@ -46,15 +37,24 @@ def get_connector(platform: str) -> Connector | None:
 
 
 def builtin_names() -> list[str]:
-    return list(_BUILTIN)
+    return registry.builtin_names()
 
 
 def platform_names() -> list[str]:
-    return [*_BUILTIN, *_declarative()]
+    return [*registry.builtin_names(), *_declarative()]
 
 
 def all_connectors() -> list[Connector]:
-    return [*(_builtin(name) for name in _BUILTIN), *_declarative().values()]
+    return [*(_builtin(name) for name in registry.builtin_names()), *_declarative().values()]
+
+
+def loaded_platform_names() -> set[str]:
+    """The platforms a metric may be counted under: the built-in ones, and the declarative sources if this
+    container has loaded them (loading them only to bound a metric would cost a cold start)."""
+    known = set(registry.builtin_names())
+    if _declarative_cache is not None:
+        known.update(_declarative_cache[1])
+    return known
 
 
 _declarative_cache: tuple[object, dict[str, Connector]] | None = None
@@ -64,7 +64,7 @@ def _declarative() -> dict[str, Connector]:
     """One connector per declarative source, rebuilt only when the sources are reloaded."""
     global _declarative_cache
     from chalicelib.connectors.declarative import DeclarativeConnector
-    from chalicelib.sources import get_sources
+    from chalicelib.domain.sources import get_sources
 
     sources = get_sources()
     if _declarative_cache is None or _declarative_cache[0] is not sources:

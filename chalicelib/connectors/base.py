@@ -26,11 +26,11 @@ from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from chalicelib.errors import describe_validation_error, malformed, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import Deadline
-from chalicelib.settings import Settings
-from chalicelib.tenants import Tenant, credentials_for
+from chalicelib.core.errors import describe_validation_error, malformed, unauthorized
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.domain.tenants import Tenant, credentials_for
+from chalicelib.infra.http import Deadline
+from chalicelib.infra.settings import Settings
 
 
 @dataclass(frozen=True)
@@ -124,11 +124,11 @@ class Connector(ABC):
 
     @abstractmethod
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        """Raise :func:`~chalicelib.errors.unauthorized` unless the request is authentic."""
+        """Raise :func:`~chalicelib.core.errors.unauthorized` unless the request is authentic."""
 
     @abstractmethod
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
-        """Events from a verified body; raise :func:`~chalicelib.errors.malformed` with a reason."""
+        """Events from a verified body; raise :func:`~chalicelib.core.errors.malformed` with a reason."""
 
     @abstractmethod
     def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:

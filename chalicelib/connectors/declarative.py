@@ -1,4 +1,4 @@
-"""The generic connector behind every declarative source (see :mod:`chalicelib.sources`).
+"""The generic connector behind every declarative source (see :mod:`chalicelib.domain.sources`).
 
 One instance per source in the sources document: it verifies with the declared scheme, finds the
 events with JMESPath, optionally fetches the guest by id, and maps it with the declared expressions,
@@ -17,13 +17,13 @@ from typing import Any
 from urllib.parse import quote
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest, load_json
-from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import raise_for_status, send
-from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
-from chalicelib.settings import Settings
-from chalicelib.signatures import equal, hmac_digest, standard_webhooks_signature, standard_webhooks_valid
-from chalicelib.sources import HmacAuth, NoAuth, Source, StandardWebhooksAuth, TokenAuth, expand_placeholders
+from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
+from chalicelib.core.signatures import equal, hmac_digest, standard_webhooks_signature, standard_webhooks_valid
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.domain.sources import HmacAuth, NoAuth, Source, StandardWebhooksAuth, TokenAuth, expand_placeholders
+from chalicelib.infra.http import raise_for_status, send
+from chalicelib.infra.settings import Settings
 
 
 def search(expression: str | None, data: Any) -> Any:

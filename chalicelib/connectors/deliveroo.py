@@ -21,19 +21,19 @@ from typing import Any
 
 from chalicelib.connectors.base import (
     Connector,
-    PayloadModel,
     Context,
     Event,
     ParsedWebhook,
+    PayloadModel,
     WebhookRequest,
     load_json,
     validate,
 )
-from chalicelib.errors import malformed, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.normalise import clean_text, display_name
-from chalicelib.settings import Settings
-from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.core.errors import malformed, unauthorized
+from chalicelib.core.normalise import clean_text, display_name
+from chalicelib.core.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.settings import Settings
 
 IMPORTED_EVENTS = ("order.new", "order.status_update", "new_order")
 # The deprecated POS webhooks, signed with the " \n " separator.

@@ -48,12 +48,12 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
-from chalicelib.errors import PermanentError, RetryableError, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import json_object, parse_retry_after, raise_for_status, send
-from chalicelib.normalise import clean_text, display_name, normalise_email, normalise_phone
-from chalicelib.settings import Settings
-from chalicelib.signatures import equal, hex_signature_matches, hmac_sha256_hex
+from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
+from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
+from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.http import json_object, parse_retry_after, raise_for_status, send
+from chalicelib.infra.settings import Settings
 
 WHAT = "Meta Graph API"
 SIGNATURE_HEADER = "X-Hub-Signature-256"

@@ -23,20 +23,20 @@ from pydantic import Field
 from chalicelib import __version__
 from chalicelib.connectors.base import (
     Connector,
-    PayloadModel,
     Context,
     Event,
     ParsedWebhook,
+    PayloadModel,
     WebhookRequest,
     load_json,
     validate,
 )
-from chalicelib.errors import PermanentError, RetryableError, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import raise_for_status, send
-from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
-from chalicelib.settings import Settings
-from chalicelib.signatures import equal
+from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
+from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
+from chalicelib.core.signatures import equal
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.http import raise_for_status, send
+from chalicelib.infra.settings import Settings
 
 CUSTOMER_EVENTS = ("CustomerAdded", "CustomerUpdated")
 RESERVATION_EVENTS = ("ServiceOrderUpdated",)

@@ -3,7 +3,7 @@
 OPERA Cloud sends no HTTP webhook [vendor docs, ../shared/platforms/hospitality.md §2.1]: its business
 events are either streamed over a WebSocket the consumer holds open, or dequeued with the OHIP polling
 API. A Lambda cannot hold a socket, so the scheduled ``oracle_pull`` function
-(:mod:`chalicelib.scheduled_pulls`) polls, and this connector serves it:
+(:mod:`chalicelib.handlers.scheduled_pulls`) polls, and this connector serves it:
 
 - :func:`dequeue_events`: ``GET {gateway}/int/v1/externalSystem/{extSystemCode}/hotels/{hotelId}/businessEvents?limit=N``
   (OPERA Cloud Integration Processor API 25.5, ``int.json`` in oracle/hospitality-api-docs: ``limit`` at
@@ -44,12 +44,12 @@ from urllib.parse import quote
 import httpx
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
-from chalicelib.errors import PermanentError, RetryableError, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import Deadline, raise_for_status, send
-from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
-from chalicelib.settings import Settings
-from chalicelib.tokens import TokenCache, read_token_response
+from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
+from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.http import Deadline, raise_for_status, send
+from chalicelib.infra.settings import Settings
+from chalicelib.infra.tokens import TokenCache, read_token_response
 
 WHAT_EVENTS = "OHIP business events API"
 WHAT_PROFILE = "OPERA CRM API"

@@ -36,10 +36,10 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
-from chalicelib.errors import unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.settings import Settings, SettingsError
-from chalicelib.signatures import equal
+from chalicelib.core.errors import SettingsError, unauthorized
+from chalicelib.core.signatures import equal
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.settings import Settings
 
 
 class MessageType(PayloadModel):

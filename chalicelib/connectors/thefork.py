@@ -51,13 +51,13 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
-from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import Deadline, json_object, raise_for_status, send
-from chalicelib.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
-from chalicelib.settings import Settings
-from chalicelib.signatures import equal
-from chalicelib.tokens import TokenCache, read_token_response
+from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
+from chalicelib.core.signatures import equal
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.http import Deadline, json_object, raise_for_status, send
+from chalicelib.infra.settings import Settings
+from chalicelib.infra.tokens import TokenCache, read_token_response
 
 # eventType → the entity it is about (and the API collection to fetch it from).
 IMPORTED_EVENTS = {

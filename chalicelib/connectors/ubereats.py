@@ -23,21 +23,21 @@ from pydantic import Field
 
 from chalicelib.connectors.base import (
     Connector,
-    PayloadModel,
     Context,
     Event,
     ParsedWebhook,
+    PayloadModel,
     WebhookRequest,
     load_json,
     validate,
 )
-from chalicelib.errors import PermanentError, RetryableError, malformed, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.http import Deadline, json_object, raise_for_status, send
-from chalicelib.normalise import clean_text, display_name
-from chalicelib.settings import Settings
-from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
-from chalicelib.tokens import TokenCache, read_token_response
+from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.core.normalise import clean_text, display_name
+from chalicelib.core.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.http import Deadline, json_object, raise_for_status, send
+from chalicelib.infra.settings import Settings
+from chalicelib.infra.tokens import TokenCache, read_token_response
 
 IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
 WHAT = "Uber Eats API"

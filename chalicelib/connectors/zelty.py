@@ -50,11 +50,11 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
-from chalicelib.errors import describe_validation_error, unauthorized
-from chalicelib.fullwhere.models import CustomerImport
-from chalicelib.normalise import clean_text, display_name, normalise_email, normalise_phone
-from chalicelib.settings import Settings, SettingsError, get_settings
-from chalicelib.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.core.errors import SettingsError, describe_validation_error, unauthorized
+from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
+from chalicelib.core.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.infra.settings import Settings, get_settings
 
 SIGNATURE_HEADER = "x-zelty-hmac-sha256"
 SETTING = "ZELTY_CUSTOMER_PATHS"

@@ -91,7 +91,7 @@ def fixture_personal_data() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1)
 def _secret_settings() -> tuple[str, ...]:
-    from chalicelib.settings import Settings
+    from chalicelib.infra.settings import Settings
 
     return tuple(name.upper() for name, field in Settings.model_fields.items() if field.repr is False)
 

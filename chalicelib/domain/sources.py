@@ -7,7 +7,7 @@ the one generic :class:`~chalicelib.connectors.declarative.DeclarativeConnector`
 
     sources:
       - name: zenchef                 # the route: POST /webhooks/zenchef
-        preset: zenchef               # optional: start from a shipped preset (chalicelib/presets/)
+        preset: zenchef               # optional: start from a shipped preset (chalicelib/connectors/presets/)
         auth: {type: hmac, header: X-Zenchef-Signature, secret_env: ZENCHEF_WEBHOOK_SECRET}
         # everything below may come from the preset, and any of it may be overridden here
         id_field: zenchefId
@@ -40,11 +40,11 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chalicelib.errors import describe_validation_error
-from chalicelib.fullwhere.models import PLATFORM_ID_FIELDS
-from chalicelib.settings import Settings, SettingsError, get_settings
+from chalicelib.core.errors import SettingsError, describe_validation_error
+from chalicelib.domain.fullwhere.models import PLATFORM_ID_FIELDS
+from chalicelib.infra.settings import Settings, get_settings
 
-PRESETS_DIR = Path(__file__).parent / "presets"
+PRESETS_DIR = Path(__file__).parent.parent / "connectors" / "presets"
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{1,39}$"
 _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 
@@ -238,7 +238,7 @@ class SourcesDocument(_Strict):
         duplicates = sorted({name for name in names if names.count(name) > 1})
         if duplicates:
             raise ValueError(f"source names must be unique: {duplicates}")
-        from chalicelib.connectors import builtin_names
+        from chalicelib.core.registry import builtin_names
 
         clashes = sorted(set(names) & set(builtin_names()))
         if clashes:
@@ -303,7 +303,7 @@ def load_sources(settings: Settings) -> list[Source]:
             raise SettingsError(f"cannot read SOURCES_FILE {path}: {exc.strerror}") from None
         return parse_document(text, f"SOURCES_FILE {path.name}").sources
     if settings.sources_secret_id:
-        from chalicelib import aws
+        from chalicelib.infra import aws
 
         return parse_document(aws.read_secret(settings.sources_secret_id), "SOURCES_SECRET_ID").sources
     return []

@@ -12,7 +12,7 @@ delivery arriving meanwhile fails the condition and is retried later (by then th
 imported). A failed import gives the claim back (``released``), unless its outcome is unknown.
 
 Imports in doubt: when an import went out and its answer was lost (a timeout, a dropped connection,
-a 500: :class:`~chalicelib.errors.OutcomeUnknown`), Fullwhere may have stored the guest, and a second
+a 500: :class:`~chalicelib.core.errors.OutcomeUnknown`), Fullwhere may have stored the guest, and a second
 import would create a second customer. The claim is then kept as ``in_doubt``; so is a claim whose
 holder died (older than :data:`STALE_CLAIM_SECONDS`). The next delivery gets :class:`InDoubt`, and the
 pipeline looks for the guest in Fullwhere before anything else: :meth:`IdentityLedger.landed` records
@@ -29,8 +29,8 @@ import time
 import uuid
 from dataclasses import dataclass
 
-from chalicelib import aws
-from chalicelib.errors import RetryableError
+from chalicelib.core.errors import RetryableError
+from chalicelib.infra import aws
 
 STALE_CLAIM_SECONDS = 900  # Lambda's longest run: an older claim has lost its holder
 IMPORTING = "importing"

@@ -27,8 +27,8 @@ from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chalicelib.errors import describe_validation_error
-from chalicelib.settings import Settings, SettingsError, get_settings, parse_json_document
+from chalicelib.core.errors import SettingsError, describe_validation_error
+from chalicelib.infra.settings import Settings, get_settings, parse_json_document
 
 DEFAULT_TENANT_ID = "default"
 
@@ -56,11 +56,13 @@ class Tenant(BaseModel):
     @field_validator("platforms")
     @classmethod
     def _known_platforms(cls, platforms: dict[str, PlatformAccounts]) -> dict[str, PlatformAccounts]:
-        from chalicelib.connectors import platform_names
+        from chalicelib.core.registry import builtin_names
+        from chalicelib.domain.sources import get_sources
 
-        unknown = sorted(set(platforms) - set(platform_names()))
+        known = {*builtin_names(), *get_sources()}
+        unknown = sorted(set(platforms) - known)
         if unknown:
-            raise ValueError(f"unknown platform(s) {unknown}; known: {sorted(platform_names())}")
+            raise ValueError(f"unknown platform(s) {unknown}; known: {sorted(known)}")
         return platforms
 
     def owns(self, platform: str, account_id: str | None) -> bool:
@@ -152,7 +154,7 @@ def _document_text(settings: Settings) -> tuple[str | None, str]:
         except OSError as exc:
             raise SettingsError(f"cannot read TENANTS_FILE {path}: {exc.strerror}") from None
     if settings.tenants_secret_id:
-        from chalicelib import aws
+        from chalicelib.infra import aws
 
         return aws.read_secret(settings.tenants_secret_id), "TENANTS_SECRET_ID"
     return None, "defaults"

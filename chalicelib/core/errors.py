@@ -52,6 +52,10 @@ class QueueUnavailable(BridgeError):
     """Neither the retry queue nor the dead-letter queue could take the event: the platform must redeliver."""
 
 
+class SettingsError(RuntimeError):
+    """The configuration is unusable; the message names the setting, never its value."""
+
+
 class RejectedRequest(Exception):
     """A webhook refused before any event was accepted; ``status`` is the HTTP answer (400/401/404/413)."""
 

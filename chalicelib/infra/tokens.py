@@ -14,8 +14,8 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypeVar
 
-from chalicelib.errors import PermanentError, RetryableError
-from chalicelib.http import json_object, raise_for_status
+from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.infra.http import json_object, raise_for_status
 
 
 class _Response(Protocol):

@@ -13,8 +13,8 @@ TheFork put their webhook token in the URL). As a second line of defence every s
 scrubbed: email-shaped text everywhere, phone-shaped text everywhere but in ids (a Meta lead id is
 all digits).
 
-Every line is also counted as a CloudWatch metric (:mod:`chalicelib.metrics`, Embedded Metric Format),
-written once per invocation by :func:`invocation`.
+Every line is also counted as a CloudWatch metric (:mod:`chalicelib.infra.metrics`, Embedded Metric Format),
+written once per invocation (:mod:`chalicelib.handlers.invocation`).
 """
 
 from __future__ import annotations
@@ -24,14 +24,13 @@ import logging
 import re
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
-from functools import wraps
-from typing import Any, TypeVar
+from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
-from chalicelib import metrics
+from chalicelib.infra import metrics
 
 # Lines are written straight to stdout (Lambda ships it to CloudWatch; tests capture it) rather than
 # through a logging.Logger: building a LogRecord and walking the handler chain cost about a third of
@@ -142,24 +141,6 @@ def bind(**fields: Any) -> None:
     context = _context.get()
     if context is not None:
         context.fields.update((key, value) for key, value in fields.items() if value is not None)
-
-
-_Function = TypeVar("_Function", bound=Callable[..., Any])
-
-
-def invocation(function: _Function) -> _Function:
-    """Decorate an entry point (one Lambda invocation): its lines share a fresh log context, and the
-    metrics it counted are written once, when it returns or raises."""
-
-    @wraps(function)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            with log_context():
-                return function(*args, **kwargs)
-        finally:
-            metrics.flush()
-
-    return wrapper  # type: ignore[return-value]
 
 
 def mask_email(email: str | None) -> str | None:

@@ -18,28 +18,25 @@ The queue's redrive policy (``maxReceiveCount``) catches whatever this code coul
 from __future__ import annotations
 
 import logging
-import random
-from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from chalicelib import pipeline, retry_queue
 from chalicelib.connectors import get_connector
-from chalicelib.connectors.base import Event
-from chalicelib.errors import QueueUnavailable
-from chalicelib.http import Deadline
-from chalicelib.logs import Stopwatch, bind, invocation, log, log_context
-from chalicelib.retry_queue import DeadLetter, RetryJob
-from chalicelib.settings import Settings, get_settings
-from chalicelib.tenants import get_directory
-
+from chalicelib.core.errors import QueueUnavailable
+from chalicelib.domain import retry_queue
+from chalicelib.domain.retry_queue import DeadLetter, RetryJob
+from chalicelib.domain.tenants import get_directory
+from chalicelib.flow import dispatch
+from chalicelib.infra.http import Deadline
+from chalicelib.infra.logs import bind, log, log_context
+from chalicelib.infra.settings import get_settings
 
 # Time kept in reserve at the end of an invocation, so Lambda never kills the worker mid-record
 # (a killed invocation fails the whole batch and costs every record a receive).
 LAMBDA_SAFETY_SECONDS = 3.0
 
 
-@invocation
 def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None = None) -> dict[str, list[dict[str, str]]]:
     """Handle a batch, its records concurrently (at most ``WORKER_CONCURRENCY`` at a time).
 
@@ -70,18 +67,8 @@ def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None
                                   for record, ok in zip(records, done) if not ok]}
 
 
-def backoff_seconds(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter ("equal jitter": half fixed, half random), never below Retry-After."""
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
-    delay = ceiling / 2 + random.uniform(0, ceiling / 2)
-    if retry_after:
-        delay = max(delay, retry_after)
-    return min(delay, settings.retry_max_seconds)
-
-
 def handle_record(record: dict[str, Any], time_left: float | None = None) -> bool:
     """Handle one SQS record within ``time_left`` seconds; True when the message may be deleted."""
-    watch = Stopwatch()
     settings = get_settings()
     budget = settings.worker_call_timeout_seconds * 2
     if time_left is not None:
@@ -94,7 +81,7 @@ def handle_record(record: dict[str, Any], time_left: float | None = None) -> boo
     try:
         job = retry_queue.parse_job(record["body"])
     except Exception as exc:  # any unreadable body: keep it verbatim in the dead-letter queue
-        return _dead_letter(DeadLetter(kind="poisoned", reason=f"unreadable retry job ({type(exc).__name__})",
+        return dispatch.dead_letter(DeadLetter(kind="poisoned", reason=f"unreadable retry job ({type(exc).__name__})",
                                        raw=str(record.get("body"))[:200_000]), {"message_id": record.get("messageId")})
 
     attempt = job.attempt + receive_count
@@ -104,30 +91,18 @@ def handle_record(record: dict[str, Any], time_left: float | None = None) -> boo
     tenant = get_directory().get(job.tenant) if job.tenant else None
     if connector is None or tenant is None:
         what = "platform" if connector is None else "tenant"
-        return _dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured", job=job), fields)
+        return dispatch.dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured", job=job), fields)
 
     # The room: what this invocation has left (or a minute, outside Lambda), for the rare long check.
     deadline = Deadline(budget, call_timeout=settings.worker_call_timeout_seconds,
                         room=time_left if time_left is not None else 60.0)
-    try:
-        outcome = pipeline.run(connector, Event.from_dict(job.event), tenant, settings, deadline, job.stage, job.payload)
-    except pipeline.Interrupted as interrupted:
-        resumed = job.model_copy(update={"stage": interrupted.stage, "payload": interrupted.payload,
-                                         "attempt": attempt, "last_error": interrupted.error.reason})
-        if not interrupted.retryable:
-            return _dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=resumed), fields)
-        if attempt >= settings.max_attempts:
-            reason = f"retries exhausted after {attempt} attempts: {interrupted.error.reason}"
-            return _dead_letter(DeadLetter(kind="exhausted", reason=reason, job=resumed), fields)
-        delay = backoff_seconds(attempt, settings, getattr(interrupted.error, "retry_after", None))
-        log("retried", reason=interrupted.error.reason, stage=interrupted.stage, delay_s=round(delay, 1), **fields)
-        if interrupted.stage != job.stage or interrupted.payload != job.payload:
-            return _requeue(resumed, delay, record, fields)
-        _delay_redelivery(record, delay, fields)
-        return False
-    log(outcome.status, reason=outcome.reason, customer_id=outcome.customer_id, created=outcome.created,
-        latency_ms=watch.ms(), **fields)
-    return True
+    verdict = dispatch.later_attempt(connector, job, attempt, tenant, settings, deadline, fields)
+    if not isinstance(verdict, dispatch.Retry):
+        return verdict
+    if verdict.progressed:
+        return _requeue(verdict.job, verdict.delay, record, fields)
+    _delay_redelivery(record, verdict.delay, fields)
+    return False
 
 
 def _requeue(job: RetryJob, delay: float, record: dict[str, Any], fields: dict[str, Any]) -> bool:
@@ -141,20 +116,10 @@ def _requeue(job: RetryJob, delay: float, record: dict[str, Any], fields: dict[s
 
 
 def _delay_redelivery(record: dict[str, Any], delay: float, fields: dict[str, Any]) -> None:
-    from chalicelib import aws
+    from chalicelib.infra import aws
 
     try:
         retry_queue.change_visibility(record["receiptHandle"], delay)
     except aws.aws_error_types() as exc:
         # The queue's own visibility timeout then decides when the record comes back.
         log("failed", level=logging.WARNING, reason=f"could not set backoff ({type(exc).__name__})", **fields)
-
-
-def _dead_letter(letter: DeadLetter, fields: dict[str, Any]) -> bool:
-    try:
-        retry_queue.dead_letter(letter)
-    except QueueUnavailable as exc:
-        log("failed", level=logging.ERROR, reason=f"{letter.reason}; and {exc.reason}", **fields)
-        return False
-    log("dead_lettered", kind=letter.kind, reason=letter.reason, **fields)
-    return True

@@ -1,8 +1,8 @@
 """CloudWatch metrics in the Embedded Metric Format (EMF), written to the logs: no API call, no client.
 
-Every structured log line (:func:`chalicelib.logs.log`) counts one ``Events`` datapoint for its
+Every structured log line (:func:`chalicelib.infra.logs.log`) counts one ``Events`` datapoint for its
 platform and outcome, plus its ``latency_ms`` as a ``Latency`` value when it has one. The counts are
-kept in memory and written by :func:`flush` at the end of each invocation (:func:`chalicelib.logs.invocation`
+kept in memory and written by :func:`flush` at the end of each invocation (:func:`chalicelib.infra.logs.invocation`
 wraps the webhook, handshake, retry-worker and OPERA-pull entry points), one JSON line per platform and
 outcome seen. CloudWatch Logs turns each such line into metrics in the ``FullwhereBridge`` namespace,
 with the dimension sets ``[platform, outcome]`` and ``[outcome]`` (e.g. an alarm on ``dead_lettered``
@@ -27,6 +27,7 @@ import sys
 import threading
 import time
 from collections import defaultdict
+from collections.abc import Collection
 from typing import Any
 
 NAMESPACE = "FullwhereBridge"
@@ -42,7 +43,7 @@ _latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
 
 
 def record(outcome: str, platform: str | None, latency_ms: float | None = None) -> None:
-    """Count one outcome (called by :func:`chalicelib.logs.log` for every line)."""
+    """Count one outcome (called by :func:`chalicelib.infra.logs.log` for every line)."""
     key = (platform or UNKNOWN, outcome)
     with _lock:
         _counts[key] += 1
@@ -56,15 +57,18 @@ def pending() -> dict[tuple[str, str], int]:
         return dict(_counts)
 
 
-def flush(stream: Any = None) -> int:
-    """Write the counts as EMF lines and forget them; returns the number of lines written."""
+def flush(stream: Any = None, platforms: Collection[str] = ()) -> int:
+    """Write the counts as EMF lines and forget them; returns the number of lines written.
+
+    A platform not in ``platforms`` is counted as ``unknown``: a 404's path segment is chosen by whoever
+    sends the request, and must not create metrics at will."""
     with _lock:
         counts, latencies = dict(_counts), {key: list(values) for key, values in _latencies.items()}
         _counts.clear()
         _latencies.clear()
     if not counts:
         return 0
-    known = _known_platforms()
+    known = set(platforms)
     merged_counts: dict[tuple[str, str], int] = defaultdict(int)
     merged_latencies: dict[tuple[str, str], list[float]] = defaultdict(list)
     for (platform, outcome), count in counts.items():
@@ -117,15 +121,3 @@ def documents(platform: str, outcome: str, count: int, latencies: list[float],
         result.append(document)
     return result
 
-
-def _known_platforms() -> set[str]:
-    """Every platform a line may be counted under: the built-in connectors, and the declarative sources
-    if this container has loaded them (a request naming a platform that is not built in loads them, so a
-    real source is never missed; loading them here would cost a cold start that serves a built-in one)."""
-    from chalicelib import connectors
-
-    known = set(connectors.builtin_names())
-    declarative = getattr(connectors, "_declarative_cache", None)
-    if declarative is not None:
-        known.update(declarative[1])
-    return known

@@ -18,8 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chalicelib.errors import describe_validation_error
-from chalicelib.logs import set_level as set_log_level
+from chalicelib.core.errors import SettingsError, describe_validation_error
 
 
 class Settings(BaseModel):
@@ -181,10 +180,6 @@ class Settings(BaseModel):
         return value.rstrip("/") if isinstance(value, str) and info.field_name.endswith("_url") else value
 
 
-class SettingsError(RuntimeError):
-    """The configuration is unusable; the message names the setting, never its value."""
-
-
 _lock = threading.Lock()
 _settings: Settings | None = None
 
@@ -196,7 +191,6 @@ def get_settings() -> Settings:
         with _lock:
             if _settings is None:
                 _settings = load_settings(os.environ)
-                set_log_level(_settings.log_level)
     return _settings
 
 
@@ -222,7 +216,7 @@ def load_settings(environ: dict[str, str] | os._Environ) -> Settings:
 
 
 def _secret_values(secret_id: str, names: set[str]) -> dict[str, str]:
-    from chalicelib import aws  # boto3 only when a secret is actually configured
+    from chalicelib.infra import aws  # boto3 only when a secret is actually configured
 
     document = parse_json_document(aws.read_secret(secret_id), f"secret {secret_id!r}")
     if not isinstance(document, dict):

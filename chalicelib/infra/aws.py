@@ -52,7 +52,7 @@ def aws_error_types() -> tuple[type[BaseException], ...]:
 
 def read_secret(secret_id: str) -> str:
     """The text of a Secrets Manager secret; :class:`SettingsError` (never the value) when it can't be read."""
-    from chalicelib.settings import SettingsError
+    from chalicelib.core.errors import SettingsError
 
     try:
         return client("secretsmanager").get_secret_value(SecretId=secret_id)["SecretString"]

@@ -12,7 +12,7 @@ Lambda's remaining time) and ``ORACLE_PULL_MAX_EVENTS`` events in all:
    the OHIP polling API is a destructive dequeue with no offset to replay from, so from that moment
    the position item is the only place they exist;
 4. runs each one as a webhook event would run: profile events through
-   :func:`chalicelib.webhooks.process_event` (imported, or queued for retry, or dead-lettered),
+   :func:`chalicelib.flow.dispatch.first_attempt` (imported, or queued for retry, or dead-lettered),
    other event types counted as ``ignored``;
 5. advances the position past every event that is now safe. An event that could be neither imported
    nor queued stops the hotel: it and everything after it stay in ``pending`` for the next run, so
@@ -41,7 +41,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from chalicelib import aws, webhooks
 from chalicelib.connectors import get_connector
 from chalicelib.connectors.oracle import (
     MAX_DEQUEUE,
@@ -50,11 +49,13 @@ from chalicelib.connectors.oracle import (
     pipeline_event,
     profile_events,
 )
-from chalicelib.errors import BridgeError, RetryableError
-from chalicelib.http import Deadline
-from chalicelib.logs import Stopwatch, invocation, log
-from chalicelib.settings import Settings, SettingsError, get_settings
-from chalicelib.tenants import Tenant, TenantDirectory, credentials_for, get_directory
+from chalicelib.core.errors import BridgeError, RetryableError, SettingsError
+from chalicelib.domain.tenants import Tenant, TenantDirectory, credentials_for, get_directory
+from chalicelib.flow import dispatch
+from chalicelib.infra import aws
+from chalicelib.infra.http import Deadline
+from chalicelib.infra.logs import Stopwatch, log
+from chalicelib.infra.settings import Settings, get_settings
 
 PLATFORM = "oracle"
 # Time kept back from the Lambda's remaining time, so the last position write always happens.
@@ -88,7 +89,6 @@ class LeaseLost(Exception):
     """Another run holds the position now (only possible if this run outlived its lease)."""
 
 
-@invocation
 def handle(remaining_ms: Callable[[], float] | None = None) -> dict[str, Any]:
     """One scheduled run over every configured hotel; returns counts (no personal data)."""
     watch = Stopwatch()
@@ -296,9 +296,9 @@ class _EventRunner:
         self.seen_guests.add(event.guest_key)
         tenant = self.directory.route(PLATFORM, hotel)
         if tenant is None:  # the tenants document changed under us
-            safe = webhooks.dead_letter_unrouted(self.connector, event)
+            safe = dispatch.unrouted(self.connector, event)
         else:
-            safe = webhooks.process_event(self.connector, event, tenant, self.settings, self.deadline())
+            safe = dispatch.first_attempt(self.connector, event, tenant, self.settings, self.deadline())
         self.outcomes["safe" if safe else "unsafe"] += 1
         return safe
 

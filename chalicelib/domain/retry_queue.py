@@ -9,7 +9,7 @@ The dead-letter queue receives what can never succeed (a permanent error, an eve
 a job that cannot be read) or kept failing until its last attempt, as a :class:`DeadLetter` with the
 reason. The retry queue's redrive policy also moves there what the worker could not even handle.
 
-Both queues are reached through boto3, imported only on these paths (:mod:`chalicelib.aws`).
+Both queues are reached through boto3, imported only on these paths (:mod:`chalicelib.infra.aws`).
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from chalicelib import aws
-from chalicelib.errors import QueueUnavailable
-from chalicelib.settings import get_settings
+from chalicelib.core.errors import QueueUnavailable
+from chalicelib.infra import aws
+from chalicelib.infra.settings import get_settings
 
 Stage = Literal["fetch", "import", "record"]
 DeadLetterKind = Literal["permanent", "exhausted", "unrouted", "poisoned"]

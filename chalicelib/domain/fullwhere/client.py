@@ -1,9 +1,9 @@
 """HTTP client of the Fullwhere partner API (``X-API-KEY`` / ``X-API-SECRET``).
 
-Outcomes are classified once, here, for the whole bridge (see :mod:`chalicelib.http`): 2xx is success;
+Outcomes are classified once, here, for the whole bridge (see :mod:`chalicelib.infra.http`): 2xx is success;
 408, 425, 429 (with its ``Retry-After``), 5xx, timeouts and connection errors raise
-:class:`~chalicelib.errors.RetryableError`; any other 4xx raises
-:class:`~chalicelib.errors.PermanentError` carrying Fullwhere's answer, truncated, as the reason.
+:class:`~chalicelib.core.errors.RetryableError`; any other 4xx raises
+:class:`~chalicelib.core.errors.PermanentError` carrying Fullwhere's answer, truncated, as the reason.
 
 The import's response body is not documented. A 2xx counts as imported whatever the body says; the
 customer id is taken from it when it is a JSON object with an ``id``, which the identity ledger keeps.
@@ -15,9 +15,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.errors import PermanentError, RetryableError
-from chalicelib.fullwhere.models import CustomerImport, PartnerCustomer
-from chalicelib.http import Deadline, raise_for_status, send
+from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.domain.fullwhere.models import CustomerImport, PartnerCustomer
+from chalicelib.infra.http import Deadline, raise_for_status, send
 
 WHAT = "Fullwhere"
 

@@ -20,14 +20,14 @@ import logging
 
 from chalice import Response
 
-from chalicelib import pipeline, retry_queue
 from chalicelib.connectors import get_connector
-from chalicelib.connectors.base import Connector, Event, WebhookRequest
-from chalicelib.errors import QueueUnavailable, RejectedRequest
-from chalicelib.http import Deadline
-from chalicelib.logs import Stopwatch, invocation, log, log_context
-from chalicelib.settings import Settings, SettingsError, get_settings
-from chalicelib.tenants import Tenant, get_directory
+from chalicelib.connectors.base import WebhookRequest
+from chalicelib.core.errors import RejectedRequest, SettingsError
+from chalicelib.domain.tenants import get_directory
+from chalicelib.flow import dispatch
+from chalicelib.infra.http import Deadline
+from chalicelib.infra.logs import Stopwatch, log
+from chalicelib.infra.settings import get_settings
 
 MAX_BODY_BYTES = 256 * 1024
 
@@ -40,7 +40,6 @@ def error_response(status: int, error: str, reason: str) -> Response:
     return json_response(status, {"error": error, "reason": reason})
 
 
-@invocation
 def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: dict | None) -> Response:
     watch = Stopwatch()
     try:
@@ -87,9 +86,9 @@ def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: 
             seen_guests.add(event.guest_key)
         tenant = directory.route(platform, event.account_id)
         if tenant is None:
-            all_safe &= dead_letter_unrouted(connector, event)
+            all_safe &= dispatch.unrouted(connector, event)
             continue
-        all_safe &= process_event(connector, event, tenant, settings, deadline)
+        all_safe &= dispatch.first_attempt(connector, event, tenant, settings, deadline)
 
     if not all_safe:
         return error_response(503, "unavailable", "an event could be neither imported nor queued; deliver again")
@@ -104,7 +103,6 @@ def _misconfigured(platform: str, exc: SettingsError) -> Response:
     return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
 
 
-@invocation
 def handle_handshake(platform: str, headers: dict, query: dict | None) -> Response:
     """A ``GET`` on a webhook URL: the platform's verification handshake, where it has one."""
     try:
@@ -118,54 +116,6 @@ def handle_handshake(platform: str, headers: dict, query: dict | None) -> Respon
         return _misconfigured(platform, exc)
     log("handshake", platform=platform, status=status)
     return Response(body=body, status_code=status, headers={"Content-Type": content_type})
-
-
-def process_event(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
-    """Run one event; True when it is imported, ignored, skipped, queued or dead-lettered (i.e. safe)."""
-    # Every line written for this event (the pipeline's too) names it and times it.
-    with log_context(platform=connector.name, tenant=tenant.id, event_id=event.event_id, attempt=1):
-        return _process_event(connector, event, tenant, settings, deadline)
-
-
-def _process_event(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
-    fields = {"platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "attempt": 1}
-    watch = Stopwatch()
-    try:
-        outcome = pipeline.run(connector, event, tenant, settings, deadline)
-    except pipeline.Interrupted as interrupted:
-        job = retry_queue.RetryJob(
-            platform=connector.name, tenant=tenant.id, event_id=event.event_id, stage=interrupted.stage,
-            event=event.to_dict(), payload=interrupted.payload, attempt=1, last_error=interrupted.error.reason,
-        )
-        try:
-            if interrupted.retryable:
-                # The first retry waits as long as the callee asked (Retry-After), or the doubt needs to settle.
-                retry_queue.enqueue(job, delay_seconds=interrupted.error.retry_after or 0)
-                log("queued", stage=interrupted.stage, reason=interrupted.error.reason, latency_ms=watch.ms(), **fields)
-            else:
-                retry_queue.dead_letter(retry_queue.DeadLetter(kind="permanent", reason=interrupted.error.reason, job=job))
-                log("dead_lettered", stage=interrupted.stage, reason=interrupted.error.reason, **fields)
-            return True
-        except QueueUnavailable as exc:
-            log("failed", level=logging.ERROR, stage=interrupted.stage,
-                reason=f"{interrupted.error.reason}; and {exc.reason}", **fields)
-            return False
-    log(outcome.status, reason=outcome.reason, customer_id=outcome.customer_id, created=outcome.created,
-        latency_ms=watch.ms(), **fields)
-    return True
-
-
-def dead_letter_unrouted(connector: Connector, event: Event) -> bool:
-    fields = {"platform": connector.name, "event_id": event.event_id}
-    job = retry_queue.RetryJob(platform=connector.name, tenant=None, event_id=event.event_id, stage="fetch",
-                               event=event.to_dict(), last_error="unrouted")
-    try:
-        retry_queue.dead_letter(retry_queue.DeadLetter(kind="unrouted", reason="unrouted", job=job))
-    except QueueUnavailable as exc:
-        log("failed", level=logging.ERROR, reason=f"unrouted; and {exc.reason}", **fields)
-        return False
-    log("dead_lettered", reason="unrouted", account_id=event.account_id, **fields)
-    return True
 
 
 def health() -> dict:

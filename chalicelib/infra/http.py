@@ -13,7 +13,7 @@ import time
 import httpx
 
 from chalicelib import __version__
-from chalicelib.errors import BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.core.errors import BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
 
 USER_AGENT = f"fullwhere-bridge/{__version__}"
 

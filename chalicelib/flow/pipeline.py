@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from chalicelib.connectors.base import Connector, Context, Event
-from chalicelib.errors import BridgeError, BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
-from chalicelib.fullwhere import CustomerImport, FullwhereClient
-from chalicelib.http import Deadline
-from chalicelib.logs import log
-from chalicelib.settings import Settings
-from chalicelib.tenants import Tenant
+from chalicelib.core.errors import BridgeError, BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.domain.fullwhere import CustomerImport, FullwhereClient
+from chalicelib.domain.tenants import Tenant
+from chalicelib.infra.http import Deadline
+from chalicelib.infra.logs import log
+from chalicelib.infra.settings import Settings
 
 if TYPE_CHECKING:  # imported where it is used: only guests without email or phone need the ledger
-    from chalicelib.identity import InDoubt
+    from chalicelib.domain.identity import InDoubt
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def run(
             return _import_through_ledger(connector, customer, tenant, settings, deadline, payload)
 
     if stage == "record":
-        from chalicelib.identity import Claim, IdentityLedger
+        from chalicelib.domain.identity import Claim, IdentityLedger
 
         claim = Claim(token=payload["claim"], key=payload["key"])
         with _stage("record", payload):
@@ -103,7 +103,7 @@ def _import_through_ledger(
     payload: dict[str, Any],
 ) -> Outcome:
     # Only guests without email or phone need the ledger: the common path never imports it.
-    from chalicelib.identity import IdentityLedger, InDoubt, KnownGuest, ledger_key
+    from chalicelib.domain.identity import IdentityLedger, InDoubt, KnownGuest, ledger_key
 
     ids = customer.platform_ids()
     id_field = connector.id_field if connector.id_field in ids else next(iter(ids))

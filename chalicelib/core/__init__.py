@@ -1,0 +1,1 @@
+"""The bottom layer: errors, the platform registry, normalisation, signature primitives. Imports nothing of the bridge."""
