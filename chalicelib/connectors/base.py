@@ -30,7 +30,7 @@ from chalicelib.core.errors import describe_validation_error, malformed, unautho
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.domain.tenants import Tenant, credentials_for
 from chalicelib.infra.http import Deadline
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.settings import Settings, SettingsModel, get_settings, settings_of
 
 
 @dataclass(frozen=True)
@@ -102,7 +102,9 @@ class PayloadModel(BaseModel):
 
 class Connector(ABC):
     name: ClassVar[str]
-    # The setting holding the secret or token that authenticates this platform's webhooks.
+    # This platform's own settings (its <PLATFORM>_* variables), loaded the first time it is used.
+    settings_model: ClassVar[type[SettingsModel] | None] = None
+    # The field of ``settings_model`` holding the secret or token that authenticates this platform's webhooks.
     secret_setting: ClassVar[str]
     # The Fullwhere field that holds this platform's customer id (deliverooId, ubereatsId, ...).
     id_field: ClassVar[str]
@@ -111,15 +113,20 @@ class Connector(ABC):
     ack_body: ClassVar[str] = ""
     ack_content_type: ClassVar[str] = "text/plain"
 
+    def platform_settings(self) -> Any:
+        """This platform's settings (may raise SettingsError when they are invalid)."""
+        return settings_of(self.settings_model) if self.settings_model else get_settings()
+
     def configured(self, settings: Settings) -> bool:
         """Whether the secret needed to verify this platform's webhooks is set (never reveals it)."""
-        return bool(getattr(settings, self.secret_setting))
+        return bool(getattr(self.platform_settings(), self.secret_setting))
 
     def webhook_secret(self, settings: Settings) -> str:
         """The verification secret; an unconfigured platform accepts nothing (401), rather than anything."""
-        secret = getattr(settings, self.secret_setting)
+        own = self.platform_settings()
+        secret = getattr(own, self.secret_setting)
         if not secret:
-            raise unauthorized(f"{self.secret_setting.upper()} is not configured")
+            raise unauthorized(f"{type(own).variable(self.secret_setting)} is not configured")
         return secret
 
     @abstractmethod
@@ -130,7 +137,6 @@ class Connector(ABC):
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         """Events from a verified body; raise :func:`~chalicelib.core.errors.malformed` with a reason."""
 
-    @abstractmethod
     def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
         """The headers and query parameters a genuine platform request with ``body`` would carry.
 

@@ -31,16 +31,27 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
-from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.connectors.shared import answer_object, present
+from chalicelib.core.errors import PermanentError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name
-from chalicelib.core.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.core.signatures import hex_signature_matches
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.http import Deadline, json_object, raise_for_status, send
-from chalicelib.infra.settings import Settings
-from chalicelib.infra.tokens import TokenCache, read_token_response
+from chalicelib.infra.http import send
+from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.tokens import TokenCache, request_client_credentials
 
 IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
 WHAT = "Uber Eats API"
+
+
+class UberEatsSettings(SettingsModel):
+    env_prefix = "UBEREATS_"
+
+    client_id: str | None = Field(default=None, description="the Uber Eats app's client id")
+    client_secret: str | None = secret("the Uber Eats app's client secret; it also signs the webhooks")
+    api_url: str = Field(default="https://api.uber.com", description="Uber Eats API")
+    auth_url: str = Field(default="https://auth.uber.com", description="Uber's token endpoint")
+    scope: str = Field(default="eats.store.orders.read", description="scope of the client-credentials token")
 
 
 class Meta(PayloadModel):
@@ -57,19 +68,17 @@ class Notification(PayloadModel):
 
 class UberEatsConnector(Connector):
     name = "ubereats"
-    secret_setting = "ubereats_client_secret"
+    settings_model = UberEatsSettings
+    secret_setting = "client_secret"
     id_field = "ubereatsId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        secret = self.webhook_secret(settings)
+        key = self.webhook_secret(settings)
         signature = request.header("x-uber-signature")
         if not signature:
             raise unauthorized("missing X-Uber-Signature")
-        if not hex_signature_matches(secret, request.body, signature):
+        if not hex_signature_matches(key, request.body, signature):
             raise unauthorized("Uber Eats signature does not match")
-
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        return {"X-Uber-Signature": hmac_sha256_hex(self.webhook_secret(settings), body)}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         notification = validate(Notification, load_json(request.body), "Uber Eats webhook")
@@ -89,22 +98,21 @@ class UberEatsConnector(Connector):
         return ParsedWebhook(events=[event])
 
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
-        settings = context.settings
-        url = f"{settings.ubereats_api_url}/v2/eats/order/{quote(event.data['order_id'], safe='')}"
-        if not settings.ubereats_client_id or not settings.ubereats_client_secret:
+        settings: UberEatsSettings = self.platform_settings()
+        url = f"{settings.api_url}/v2/eats/order/{quote(event.data['order_id'], safe='')}"
+        if not settings.client_id or not settings.client_secret:
             raise PermanentError("Uber Eats client id or secret not configured")
         response = _tokens.authorised(
-            (settings.ubereats_auth_url, settings.ubereats_client_id, settings.ubereats_scope),
-            lambda: _request_token(settings, context.deadline),
+            (settings.auth_url, settings.client_id, settings.scope),
+            lambda: request_client_credentials(
+                f"{settings.auth_url}/oauth/v2/token", context.deadline, what="Uber Eats token endpoint",
+                form={"client_id": settings.client_id, "client_secret": settings.client_secret,
+                      "grant_type": "client_credentials", "scope": settings.scope}),
             lambda token: send("GET", url, context.deadline, what=WHAT,
                                headers={"Authorization": f"Bearer {token}", "Accept-Encoding": "gzip"}),
             refused=f"{WHAT} refused a fresh token (401): check the app's scopes",
         )
-        raise_for_status(response, WHAT)
-        order = json_object(response)
-        if order is None:
-            raise RetryableError(f"{WHAT} answered 2xx without a JSON order")
-        return order
+        return answer_object(response, WHAT)
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
         eater = guest.get("eater") if isinstance(guest.get("eater"), dict) else {}
@@ -125,7 +133,7 @@ class UberEatsConnector(Connector):
             lastName=last_initial,
             displayName=display_name(first_name, last_initial),
             ubereatsId=eater_id(guest, first_name),
-            metadata={key: value for key, value in metadata.items() if value},
+            metadata=present(metadata),
         )
 
 
@@ -140,20 +148,6 @@ def eater_id(order: dict[str, Any], first_name: str | None) -> str | None:
         return clean_text(eaters[0]["id"])
     matching = [e for e in eaters if first_name and clean_text(e.get("first_name")) == first_name]
     return clean_text(matching[0]["id"]) if len(matching) == 1 else None
-
-
-def _request_token(settings: Settings, deadline: Deadline) -> tuple[str, float]:
-    what = "Uber Eats token endpoint"
-    response = send(
-        "POST", f"{settings.ubereats_auth_url}/oauth/v2/token", deadline, what=what,
-        data={
-            "client_id": settings.ubereats_client_id,
-            "client_secret": settings.ubereats_client_secret,
-            "grant_type": "client_credentials",
-            "scope": settings.ubereats_scope,
-        },
-    )
-    return read_token_response(response, what, default_lifetime=3600.0)
 
 
 # Uber limits client-credentials token requests to 100 an hour: keep each until 5 minutes before expiry.

@@ -1,12 +1,13 @@
-"""Settings, read from the process environment once per container.
+"""Settings, read from the process environment on first use, once per container.
+
+The bridge-wide :class:`Settings` hold what every part of the bridge shares; each connector declares its
+own :class:`SettingsModel` subclass with its platform's variables (``env_prefix`` + field name, upper
+case), loaded the first time that platform is used. docs/settings.md is generated from these models.
 
 Nothing is read at import time: Lambda (and ``chalice local``) set the environment before the first
-request, while Chalice's test client only patches it during a call, so reading lazily is what works
-everywhere. ``.chalice/config.json`` hard-codes none of these for the default stage.
-
-In AWS, secret values may instead live in one Secrets Manager secret named by ``SECRETS_ID`` (a JSON
-object with the same keys). It is fetched once per container, and the environment wins over it, so an
-operator can override a single value without editing the secret.
+request, while Chalice's test client only patches it during a call. Secret values may instead live in one
+Secrets Manager secret named by ``SECRETS_ID`` (a JSON object with the same keys); the environment wins
+over it, so an operator can override a single value without editing the secret.
 """
 
 from __future__ import annotations
@@ -14,17 +15,38 @@ from __future__ import annotations
 import json
 import os
 import threading
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from chalicelib.core.errors import SettingsError, describe_validation_error
+from chalicelib.core.errors import SettingsError
 
 
-class Settings(BaseModel):
-    """Every setting of the bridge. The field name upper-cased is the environment variable's name."""
+def secret(description: str, default: str | None = None) -> Any:
+    """A setting that holds a secret: never shown in a repr, marked as such in docs/settings.md."""
+    return Field(default=default, repr=False, description=description, json_schema_extra={"secret": True})
+
+
+class SettingsModel(BaseModel):
+    """A group of settings read from ``env_prefix`` + the field name upper-cased."""
 
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
+    env_prefix: ClassVar[str] = ""
+
+    @classmethod
+    def variable(cls, field: str) -> str:
+        return f"{cls.env_prefix}{field}".upper()
+
+    @field_validator("*")
+    @classmethod
+    def _no_trailing_slash(cls, value: object, info) -> object:
+        # Every *_url setting is a base URL that paths are appended to.
+        return value.rstrip("/") if isinstance(value, str) and info.field_name.endswith("_url") else value
+
+
+class Settings(SettingsModel):
+    """The bridge-wide settings. The field name upper-cased is the environment variable's name."""
 
     # Fullwhere partner API (the default tenant's credentials when there is no tenants document).
     fullwhere_api_url: str = "https://api.fullwhere.com"
@@ -173,55 +195,74 @@ class Settings(BaseModel):
     def _upper_region(cls, value: str) -> str:
         return value.strip().upper()
 
-    @field_validator("*")
-    @classmethod
-    def _no_trailing_slash(cls, value: object, info) -> object:
-        # Every *_url setting is a base URL that paths are appended to.
-        return value.rstrip("/") if isinstance(value, str) and info.field_name.endswith("_url") else value
 
+Model = TypeVar("Model", bound=SettingsModel)
 
-_lock = threading.Lock()
-_settings: Settings | None = None
+_lock = threading.RLock()
+_loaded: dict[type[SettingsModel], SettingsModel] = {}
+_secret_document: dict[str, str] | None = None
 
 
 def get_settings() -> Settings:
-    """The container's settings, loaded on first use."""
-    global _settings
-    if _settings is None:
+    """The container's bridge-wide settings, loaded on first use."""
+    return settings_of(Settings)
+
+
+def settings_of(model: type[Model]) -> Model:
+    """The container's settings of one group (the bridge's, or a platform's), loaded on first use."""
+    loaded = _loaded.get(model)
+    if loaded is None:
         with _lock:
-            if _settings is None:
-                _settings = load_settings(os.environ)
-    return _settings
+            loaded = _loaded.get(model)
+            if loaded is None:
+                loaded = _loaded[model] = load_settings(os.environ, model, _secrets_in_environment)
+    return loaded  # type: ignore[return-value]
 
 
 def reset_settings() -> None:
-    """Forget the cached settings (tests change the environment between scenarios)."""
-    global _settings
+    """Forget every loaded group and the secret document (tests change the environment between scenarios)."""
+    global _secret_document
     with _lock:
-        _settings = None
+        _loaded.clear()
+        _secret_document = None
 
 
-def load_settings(environ: dict[str, str] | os._Environ) -> Settings:
-    names = {name.upper() for name in Settings.model_fields}
+def load_settings(environ: Mapping[str, str], model: type[Model] = Settings,  # type: ignore[assignment]
+                  secrets: Any = None) -> Model:
+    """One group of settings from ``environ`` (and the secret named by its ``SECRETS_ID``)."""
+    names = {model.variable(name): name for name in model.model_fields}
     values: dict[str, Any] = {}
     secrets_id = environ.get("SECRETS_ID")
     if secrets_id:
-        values.update(_secret_values(secrets_id, names))
+        document = (secrets or _read_secret_document)(secrets_id)
+        values.update({names[key]: value for key, value in document.items() if key in names})
     # Empty variables count as unset, so `FOO=` in a shell cannot blank out a default.
-    values.update({name: environ[name] for name in names if environ.get(name)})
+    values.update({field: environ[name] for name, field in names.items() if environ.get(name)})
     try:
-        return Settings(**{name.lower(): value for name, value in values.items()})
+        return model(**values)
     except ValidationError as exc:
-        raise SettingsError(f"invalid settings: {describe_validation_error(exc, upper=True)}") from None
+        # Locations and messages name the variables, never their values.
+        problems = "; ".join(f"{'.'.join([model.variable(str(error['loc'][0])), *map(str, error['loc'][1:])])}: "
+                             f"{error['msg']}" for error in exc.errors()[:10] if error["loc"])
+        raise SettingsError(f"invalid settings: {problems}") from None
 
 
-def _secret_values(secret_id: str, names: set[str]) -> dict[str, str]:
+def _secrets_in_environment(secret_id: str) -> dict[str, str]:
+    """The container's secret document, read once for every group of settings."""
+    global _secret_document
+    with _lock:
+        if _secret_document is None:
+            _secret_document = _read_secret_document(secret_id)
+        return _secret_document
+
+
+def _read_secret_document(secret_id: str) -> dict[str, str]:
     from chalicelib.infra import aws  # boto3 only when a secret is actually configured
 
     document = parse_json_document(aws.read_secret(secret_id), f"secret {secret_id!r}")
     if not isinstance(document, dict):
         raise SettingsError(f"secret {secret_id!r} must hold a JSON object")
-    return {key: str(value) for key, value in document.items() if key in names and value not in (None, "")}
+    return {key: str(value) for key, value in document.items() if value not in (None, "")}
 
 
 def parse_json_document(text: str, source: str) -> Any:

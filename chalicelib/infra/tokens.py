@@ -15,7 +15,7 @@ from collections.abc import Callable, Hashable
 from typing import Protocol, TypeVar
 
 from chalicelib.core.errors import PermanentError, RetryableError
-from chalicelib.infra.http import json_object, raise_for_status
+from chalicelib.infra.http import json_object, raise_for_status, send
 
 
 class _Response(Protocol):
@@ -90,3 +90,12 @@ def read_token_response(response, what: str, default_lifetime: float) -> tuple[s
 def clear_all_token_caches() -> None:
     for cache in list(_caches):
         cache.clear()
+
+
+def request_client_credentials(url: str, deadline, *, what: str, form: dict[str, str],
+                               headers: dict[str, str] | None = None,
+                               default_lifetime: float = 3600.0) -> tuple[str, float]:
+    """An OAuth client-credentials token: ``form`` POSTed form-encoded to ``url``, the answer read by
+    :func:`read_token_response`."""
+    response = send("POST", url, deadline, what=what, data=form, headers=headers)
+    return read_token_response(response, what, default_lifetime)
