@@ -33,8 +33,8 @@ test: venv
 	$(BIN)/python -m pytest -q -n 2
 
 # chalice package (CloudFormation/SAM) merged with deploy/resources.yaml, then .pyc for the runtime's
-# Python in both zips (the layer: bytecode only, trimmed; docs/performance.md). Needs no AWS account;
-# any region will do (the template uses ${AWS::Region}).
+# Python in both zips (the layer: bytecode only, trimmed; docs/performance.md, "How the package is built").
+# Needs no AWS account; any region will do (the template uses ${AWS::Region}).
 package: venv
 	rm -f $(PACKAGE_DIR)/sam.yaml $(PACKAGE_DIR)/packaged.yaml $(PACKAGE_DIR)/*.zip
 	AWS_DEFAULT_REGION="$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-east-1}}" \

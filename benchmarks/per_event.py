@@ -36,17 +36,19 @@ def _encode(payload: dict[str, Any]) -> bytes:
 
 
 def run(events: int = 300) -> list[Figure]:
-    from chalicelib.flow import pipeline
     from chalicelib.connectors import get_connector
     from chalicelib.connectors.base import Context, WebhookRequest
     from chalicelib.connectors.oracle import pipeline_event, pulled_event
     from chalicelib.domain.fullwhere.models import CustomerImport
+    from chalicelib.domain.tenants import get_directory
+    from chalicelib.flow import pipeline
     from chalicelib.infra.http import Deadline
     from chalicelib.infra.settings import get_settings
-    from chalicelib.domain.tenants import get_directory
-    from sandbox.emulators.oracle import make_event
-    from sandbox.samples import SAMPLES, _uuid
-    from sandbox.stack import ORACLE_HOTEL, Sandbox
+    from sandbox.platforms import guest_uuid
+    from sandbox.platforms.oracle import HOTEL as ORACLE_HOTEL
+    from sandbox.platforms.oracle import make_event
+    from sandbox.samples import SAMPLES
+    from sandbox.stack import Sandbox
 
     figures = []
     with Sandbox(with_aws=False) as sandbox, Silenced():
@@ -63,7 +65,7 @@ def run(events: int = 300) -> list[Figure]:
             for n in range(1, events + 1):
                 delivery = sample.prepare(sandbox, n)
                 if sample.pulled:  # OPERA: the dequeued business event stands for the webhook body
-                    delivery = make_event(_uuid("oracle-event", n), "NEW PROFILE", str(5000000 + n), hotel_id=ORACLE_HOTEL)
+                    delivery = make_event(guest_uuid("oracle-event", n), "NEW PROFILE", str(5000000 + n), hotel_id=ORACLE_HOTEL)
                     parsed_events = [pipeline_event(pulled_event(delivery, ORACLE_HOTEL), ORACLE_HOTEL)]
                 else:
                     request = WebhookRequest(sample.platform, delivery.body,

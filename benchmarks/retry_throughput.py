@@ -36,12 +36,13 @@ BATCH = 10
 def run(rounds: int = 5, latency: float = 0.1) -> list[Figure]:
     from chalice.local import LambdaContext
 
-    from chalicelib.domain import retry_queue
     from chalicelib.connectors import get_connector
     from chalicelib.connectors.base import Event, WebhookRequest
+    from chalicelib.domain import retry_queue
     from sandbox.aws import LambdaSqsPoller
-    from sandbox.emulators.mews import make_customer
-    from sandbox.stack import FULLWHERE_KEY, MEWS_ENTERPRISE, Sandbox
+    from sandbox.platforms.mews import ENTERPRISE as MEWS_ENTERPRISE
+    from sandbox.platforms.mews import make_customer
+    from sandbox.stack import FULLWHERE_KEY, Sandbox
 
     logging.getLogger("werkzeug").setLevel(logging.ERROR)  # moto's server logs every request
     figures = []

@@ -83,15 +83,22 @@ def parser() -> argparse.ArgumentParser:
                                            "DEFAULT_PHONE_REGION, else FR)")
     backfill.add_argument("--max-rows", type=int, metavar="N", help="stop after N more records (run again to go on)")
     backfill.add_argument("--restart", action="store_true", help="ignore the recorded progress and start over")
+
+    settings_doc = commands.add_parser(
+        "settings-doc", help="write docs/settings.md from the settings models",
+        description="Write docs/settings.md from the settings models (the bridge-wide settings and each platform's): "
+                    "every variable with its default, whether it is a secret, and its description.")
+    settings_doc.add_argument("--check", action="store_true",
+                              help="write nothing; exit 1 when docs/settings.md differs from the models")
     return main
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from bridge_cli import backfill, demo, dlq, signing
+    from bridge_cli import backfill, demo, dlq, settings_doc, signing
 
     handlers = {"demo": demo.run, "sign": signing.sign, "replay": signing.replay, "backfill": backfill.run,
-                ("dlq", "list"): dlq.list_, ("dlq", "redrive"): dlq.redrive}
+                "settings-doc": settings_doc.run, ("dlq", "list"): dlq.list_, ("dlq", "redrive"): dlq.redrive}
     handler = handlers[(args.command, args.dlq_command) if args.command == "dlq" else args.command]
     try:
         return handler(args)

@@ -23,8 +23,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterator
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
 from bridge_cli.common import CliError, UsageError, console, fullwhere_target
@@ -87,8 +87,8 @@ def customer(row: dict[str, Any], region: str):
     from pydantic import ValidationError
 
     from chalicelib.core.errors import describe_validation_error
-    from chalicelib.domain.fullwhere.models import CustomerImport
     from chalicelib.core.normalise import clean_text, language_code, normalise_email, normalise_phone
+    from chalicelib.domain.fullwhere.models import CustomerImport
 
     every, platform_ids, optins = _fields()
     unknown = sorted(name for name in row if name not in every and not name.startswith("metadata."))

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import base64
+import os
 import shlex
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 import httpx
 
-from bridge_cli.common import CliError, UsageError, bridge_url, console, control, local_stack, platform_names, read_input
+from bridge_cli.common import (
+    CliError,
+    UsageError,
+    bridge_url,
+    console,
+    control,
+    local_stack,
+    platform_names,
+    read_input,
+)
 
 
 def signature(platform: str, body: bytes, sandbox: bool) -> tuple[dict[str, str], dict[str, str]]:
@@ -22,25 +32,17 @@ def signature(platform: str, body: bytes, sandbox: bool) -> tuple[dict[str, str]
         answer = control(state, "/sign", {"platform": platform, "body_base64": base64.b64encode(body).decode()})
         return answer["headers"], answer["query"]
 
-    from chalicelib.connectors import get_connector
-    from chalicelib.core.errors import RejectedRequest
     from chalicelib.core.errors import SettingsError
+    from sandbox import platforms
 
-    from bridge_cli.common import bridge_settings
-
-    settings = bridge_settings()
     try:
-        connector = get_connector(platform)
-    except SettingsError as exc:
-        raise CliError(str(exc)) from None
-    if connector is None:
-        raise UsageError(f"unknown platform {platform!r}; known: {', '.join(platform_names())}")
-    try:
-        headers, query = connector.sign(body, settings)
-    except RejectedRequest as exc:
-        raise CliError(f"cannot sign for {platform}: {exc.reason}. Set it in the environment, or add --sandbox to "
+        headers, query = platforms.sign_for(platform, body, os.environ)
+    except platforms.UnknownPlatform:
+        raise UsageError(f"unknown platform {platform!r}; known: {', '.join(platform_names())}") from None
+    except platforms.MissingSecret as exc:
+        raise CliError(f"cannot sign for {platform}: {exc}. Set it in the environment, or add --sandbox to "
                        "sign with the running local stack's sandbox settings") from None
-    except NotImplementedError as exc:
+    except (NotImplementedError, SettingsError) as exc:
         raise CliError(str(exc)) from None
     return {"Content-Type": "application/json", **headers}, query
 

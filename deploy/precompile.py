@@ -1,32 +1,11 @@
 """Add precompiled bytecode to the zips of a ``chalice package`` output directory, and trim the layer.
 
-Chalice packages source only, and Lambda's code and layer filesystems are read-only, so without
-``.pyc`` files every cold start compiles every module it imports (about twice the import time:
-``../shared/platforms/chalice.md`` §1.5 gotcha 6, §3). Every ``.pyc`` is compiled with
-``--invalidation-mode unchecked-hash`` (Python loads it without comparing the source's mtime, which
-zipping and extracting change) and names the path its source has on Lambda (``/var/task/...`` for
-the function code, ``/opt/...`` for the layer), so tracebacks name real paths.
-
-``deployment.zip`` (the bridge's own code, ``/var/task``) keeps its sources and gets a
-``__pycache__/*.cpython-311.pyc`` beside each: tracebacks of our code show the source line and the
-column markers.
-
-``layer-deployment.zip`` (the dependencies, ``/opt``) must stay small (docs/performance.md, 5 MB for
-both zips), so:
-
-- each ``.py`` is *replaced* by its ``.pyc`` at the same place (``compileall -b`` layout, which Python
-  imports without a source), compiled without column tables (``-X no_debug_ranges``). A traceback
-  through a dependency still names its file and line, but cannot quote the line;
-- files the runtime never reads are left out: type stubs (``*.pyi``, ``py.typed``), wheel ``RECORD``
-  files (they list the files as installed, which no longer holds), installed command-line scripts
-  (``*.data/scripts``), and PyYAML's optional libyaml binding (``yaml/_yaml*.so``, 2.7 MB with debug
-  symbols): ``yaml.safe_load``, the only YAML call, is pure Python, and PyYAML falls back to it by
-  design when the binding is missing. Licences and metadata stay;
-- entries are compressed at level 9.
-
-The zips are rewritten in place, with fixed timestamps (reproducible). This must run with the Python
-version of the template's runtime (the ``.pyc`` format changes with every minor version); it checks
-that. Usage::
+Lambda's filesystems are read-only, so without ``.pyc`` files every cold start compiles every module it
+imports. ``deployment.zip`` (the bridge, ``/var/task``) gets a ``__pycache__`` ``.pyc`` beside each source;
+``layer-deployment.zip`` (the dependencies, ``/opt``) must stay small, so each ``.py`` is replaced by its
+``.pyc`` and files the runtime never reads are left out. The layout, what is dropped and why:
+docs/performance.md, "How the package is built". Must run with the Python of the template's runtime (it
+checks). Usage::
 
     python deploy/precompile.py PACKAGE_DIR
 """
@@ -57,7 +36,7 @@ class Layout:
     drop: tuple[re.Pattern[str], ...] = ()  # entries the runtime never reads
 
 
-# Never needed by the runtime (see the module docstring).
+# Never needed by the runtime (docs/performance.md, "How the package is built").
 LAYER_DROP = tuple(re.compile(pattern) for pattern in (
     r"\.pyi$",
     r"(^|/)py\.typed$",
@@ -105,7 +84,7 @@ def _compile_tree(root: Path, layout: Layout) -> str:
                "-s", str(root), "-p", layout.lambda_root]
     if layout.sourceless:
         command.append("-b")
-    # Column tables (PEP 657) are about a third of a .pyc; the workers compileall forks inherit this.
+    # No column tables (PEP 657): they make a large part of a .pyc. The workers compileall forks inherit this.
     env = {**os.environ, "PYTHONNODEBUGRANGES": "1"} if layout.sourceless else dict(os.environ)
     env.pop("PYTHONDONTWRITEBYTECODE", None)
     result = subprocess.run([*command, str(root)], env=env, capture_output=True, text=True)
@@ -133,11 +112,9 @@ def intact(zip_path: Path) -> bool:
 def restore_from_cache(zip_path: Path, cache_dir: Path, attempts: int = 10, wait: float = 0.5) -> Path | None:
     """Replace a corrupt copy by the intact zip of the same size in chalice's cache; the one used, or None.
 
-    ``chalice package`` writes the layer into its cache (``.chalice/deployments``) and copies it out at
-    once. On this project's 2-vCPU VM, in a fresh clone with the test suite running beside it, that copy
-    was twice found holding zeros over a range the cache file had (the cache intact a moment later). A
-    byte-for-byte copy made now, checked, is the remedy (tried ``attempts`` times, ``wait`` seconds apart,
-    while the cache settles); the root cause is below chalice and not ours.
+    ``chalice package`` writes the layer into its cache (``.chalice/deployments``) and copies it out; that
+    copy has been found corrupt while the cache was intact (docs/performance.md, "How the package is
+    built"). Tried ``attempts`` times, ``wait`` seconds apart, while the cache settles.
     """
     size = zip_path.stat().st_size
     for attempt in range(attempts):

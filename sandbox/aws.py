@@ -1,5 +1,5 @@
 """Local AWS for tests: a moto server, the bridge's queues and table, and a
-stand-in for Lambda's SQS event source mapping (shared/platforms/chalice.md §1.2, §2).
+stand-in for Lambda's SQS event source mapping (docs/operations.md, "Local stack and tools").
 
 moto runs in-process, so its state is shared with any @mock_aws in the same
 process; call reset_moto() between tests that need a clean slate.

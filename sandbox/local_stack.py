@@ -78,13 +78,22 @@ def data_dir_default() -> Path:
 
 # -- where each setting comes from ----------------------------------------------------------------
 
+def secret_variable(connector) -> str | None:
+    """The environment variable of the secret that authenticates ``connector``'s webhooks (None for a
+    declarative source, whose secret is declared in the sources document)."""
+    if not connector.secret_setting:
+        return None
+    model = connector.settings_model
+    return model.variable(connector.secret_setting) if model else connector.secret_setting.upper()
+
+
 def _groups() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
     """Each group of settings: (variable prefixes, the variables whose presence means "from the environment")."""
     from chalicelib.connectors import builtin_names, get_connector
 
     groups = {"fullwhere": (("FULLWHERE_",), ("FULLWHERE_API_KEY", "FULLWHERE_API_SECRET"))}
     for name in builtin_names():
-        groups[name] = ((name.upper() + "_",), (get_connector(name).secret_setting.upper(),))
+        groups[name] = ((name.upper() + "_",), (secret_variable(get_connector(name)),))
     groups[SOURCES_GROUP] = (("SOURCES_", "COMO_"), ("SOURCES_FILE", "SOURCES_SECRET_ID"))
     return groups
 
@@ -180,7 +189,7 @@ class StackControl(EmulatorServer):
 
     def _sign(self, request: Request):
         """Sign a body with the sandbox's settings (sandboxed platforms only: never an environment secret)."""
-        from sandbox.samples import sign
+        from sandbox import platforms
 
         body = self._body(request)
         platform = body.get("platform")
@@ -192,10 +201,10 @@ class StackControl(EmulatorServer):
             raise HttpError(400, {"error": "platform and body_base64 are required"})
         if not self._sandboxed(platform):
             raise HttpError(409, {"error": f"{platform}'s settings come from the environment, not the sandbox"})
+        if platform not in platforms.names():
+            raise HttpError(404, {"error": f"unknown platform {platform!r}"})
         try:
-            delivery = sign(self.stack.sandbox, platform, payload)
-        except StopIteration:
-            raise HttpError(404, {"error": f"unknown platform {platform!r}"}) from None
+            delivery = platforms.delivery(self.stack.sandbox, platform, payload)
         except NotImplementedError as exc:
             raise HttpError(409, {"error": str(exc)}) from None
         return 200, {"headers": delivery.headers, "query": delivery.query}
@@ -279,11 +288,11 @@ class LocalStack:
 
     def _check_settings(self) -> None:
         from chalicelib.core.errors import SettingsError
+        from chalicelib.domain.sources import SourcesSettings, load_sources
         from chalicelib.infra.settings import load_settings
-        from chalicelib.domain.sources import load_sources
 
         try:
-            load_sources(load_settings(self.env))
+            load_sources(load_settings(self.env, SourcesSettings))
         except SettingsError as exc:
             raise StackError(str(exc)) from None
 
@@ -383,10 +392,9 @@ class LocalStack:
     def webhook_urls(self) -> dict[str, dict[str, str]]:
         """Each platform's webhook URL (query secrets shown as ``<SETTING>``) and where its settings come from."""
         from chalicelib.connectors import all_connectors
-        from chalicelib.infra.settings import load_settings
+        from sandbox.platforms import sign_for
 
         # This process runs with the bridge's environment (start()), so the sources are the bridge's.
-        settings = load_settings(self.env)
         connectors = all_connectors()
         urls = {}
         for connector in connectors:
@@ -398,11 +406,11 @@ class LocalStack:
             else:
                 url = f"{self.bridge_url}/webhooks/{connector.name}"
                 try:
-                    _, query = connector.sign(b"{}", settings)
+                    _, query = sign_for(connector.name, b"{}", self.env)
                 except Exception:  # not configured: the URL without its token
                     query = {}
                 source_auth = getattr(getattr(connector, "source", None), "auth", None)
-                placeholder = (connector.secret_setting.upper() or getattr(source_auth, "secret_env", None)
+                placeholder = (secret_variable(connector) or getattr(source_auth, "secret_env", None)
                                or f"secret of source {connector.name}")
                 if query:
                     url += "?" + "&".join(f"{key}=<{placeholder}>" for key in query)

@@ -53,9 +53,14 @@ from pathlib import Path
 from typing import Any
 
 from sandbox import aws as local_aws
+from sandbox import platforms
 from sandbox.emulators.base import Fault
-from sandbox.samples import SAMPLES, Delivery, fixture, sign
-from sandbox.stack import FULLWHERE_KEY, MEWS_ENTERPRISE, ORACLE_HOTEL, Sandbox, reset_bridge_caches
+from sandbox.platforms import Delivery, fixture
+from sandbox.platforms.mews import ENTERPRISE as MEWS_ENTERPRISE
+from sandbox.platforms.oracle import HOTEL as ORACLE_HOTEL
+from sandbox.platforms.ubereats import STORE as UBEREATS_STORE
+from sandbox.samples import SAMPLES
+from sandbox.stack import FULLWHERE_KEY, Sandbox, reset_bridge_caches
 
 ROOT = Path(__file__).parent.parent
 INJECTED_REJECTION = "injected permanent rejection"
@@ -336,7 +341,7 @@ class ScenarioRunner:
         }
         batch = []
         for platform, document in documents.items():
-            delivery = sign(self.sandbox, platform, json.dumps(document).encode())
+            delivery = platforms.delivery(self.sandbox, platform, json.dumps(document).encode())
             batch.append(self.track(delivery, [Guest(platform, "ignored", label=document.get("event", "ignored"))]))
         return batch
 
@@ -350,11 +355,11 @@ class ScenarioRunner:
                          "Events": [{"Discriminator": "CustomerAdded", "Value": {"Id": unknown}}]},
                 "thefork": {**fixture("thefork/customer_created.json"), "uuid": unknown},
                 "ubereats": {**fixture("ubereats/orders_notification.json"), "event_id": unknown,
-                             "meta": {"resource_id": unknown, "user_id": "c7f1dc2f-5d3b-4a4e-9f6e-2a1b3c4d5e6f"}},
+                             "meta": {"resource_id": unknown, "user_id": UBEREATS_STORE}},
                 "como": {"event": "member.updated", "id": f"missing-{unknown}", "commonExtId": unknown},
             }
             for platform, document in documents.items():
-                delivery = sign(self.sandbox, platform, json.dumps(document).encode())
+                delivery = platforms.delivery(self.sandbox, platform, json.dumps(document).encode())
                 batch.append(self.track(delivery, [Guest(platform, "permanent", label=f"missing {unknown[:8]}")]))
         return batch
 
@@ -364,17 +369,17 @@ class ScenarioRunner:
         numbers = [self._take() for _ in range(size)]
         chr365 = {"customers": [{"client_id": f"c-{n}", "firstname": f"Guest{n}", "lastname": "Chr",
                                  "mail": f"guest{n}@chr365.sandbox.example"} for n in numbers]}
-        batch.append(self.track(sign(self.sandbox, "chr365", json.dumps(chr365).encode()),
+        batch.append(self.track(platforms.delivery(self.sandbox, "chr365", json.dumps(chr365).encode()),
                                 [Guest("chr365", "import", f"c-{n}", label=f"#{n}") for n in numbers]))
         numbers = [self._take() for _ in range(size)]
         rooms = [SAMPLES["sevenrooms"].build(self.sandbox, n) for n in numbers]
-        batch.append(self.track(sign(self.sandbox, "sevenrooms", json.dumps(rooms).encode()),
+        batch.append(self.track(platforms.delivery(self.sandbox, "sevenrooms", json.dumps(rooms).encode()),
                                 [Guest("sevenrooms", "import", SAMPLES["sevenrooms"].guest_id(n), label=f"#{n}")
                                  for n in numbers]))
         numbers = [self._take() for _ in range(size)]
         mews = [SAMPLES["mews"].build(self.sandbox, n) for n in numbers]
         mews_webhook = {**mews[0], "Events": [item for webhook in mews for item in webhook["Events"]]}
-        batch.append(self.track(sign(self.sandbox, "mews", json.dumps(mews_webhook).encode()),
+        batch.append(self.track(platforms.delivery(self.sandbox, "mews", json.dumps(mews_webhook).encode()),
                                 [Guest("mews", "import", SAMPLES["mews"].guest_id(n), label=f"#{n}") for n in numbers]))
         return batch
 

@@ -19,10 +19,10 @@ import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
 
-from sandbox.emulators.fullwhere import FullwhereEmulator
-from sandbox.emulators.mews import MewsEmulator
-from sandbox.emulators.ubereats import UberEatsEmulator
 from sandbox import aws as local_aws
+from sandbox.emulators.fullwhere import FullwhereEmulator
+from sandbox.platforms.mews import MewsEmulator
+from sandbox.platforms.ubereats import UberEatsEmulator
 from sandbox.stack import reset_bridge_caches
 from tests.support.signing import deliveroo_headers, ubereats_headers
 
@@ -49,8 +49,14 @@ def fixture_json(name: str) -> Any:
 
 
 def reset_bridge_state() -> None:
-    """Forget everything the bridge caches per container (settings, tenants, clients, tokens)."""
+    """Forget everything the bridge caches per container (settings, tenants, clients, tokens), and the
+    metrics of a handler called directly in an earlier test (only Chalice's middleware flushes them)."""
+    import io
+
+    from chalicelib.infra import metrics
+
     reset_bridge_caches()
+    metrics.flush(io.StringIO())
 
 
 @pytest.fixture(scope="session")

@@ -10,9 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
+from sandbox import aws
 from sandbox.emulators.base import Fault
 from sandbox.emulators.fullwhere import FullwhereEmulator
-from sandbox.emulators.mews import (
+from sandbox.platforms.mews import (
     CUSTOMERS_PATH,
     RESERVATIONS_PATH,
     MewsEmulator,
@@ -20,8 +21,7 @@ from sandbox.emulators.mews import (
     make_reservation,
     make_webhook,
 )
-from sandbox.emulators.ubereats import UberEatsEmulator, make_notification, make_order
-from sandbox import aws
+from sandbox.platforms.ubereats import UberEatsEmulator, make_notification, make_order
 
 AUTH = {"X-API-KEY": "test-key", "X-API-SECRET": "test-secret"}
 

@@ -23,10 +23,13 @@ from chalice.test import Client
 from hypothesis import given
 
 from sandbox import aws as local_aws
-from sandbox.emulators.como import make_member
-from sandbox.emulators.mews import make_customer
-from sandbox.samples import SAMPLES, Delivery, fixture, sign, webhook_samples
-from sandbox.stack import FULLWHERE_KEY, MEWS_ENTERPRISE, SECRETS, Sandbox, sources_document
+from sandbox.platforms import Delivery, fixture
+from sandbox.platforms import delivery as sign
+from sandbox.platforms.como import make_member
+from sandbox.platforms.mews import ENTERPRISE as MEWS_ENTERPRISE
+from sandbox.platforms.mews import make_customer
+from sandbox.samples import SAMPLES, webhook_samples
+from sandbox.stack import FULLWHERE_KEY, SECRETS, Sandbox, sources_document
 from tests.conftest import reset_bridge_state
 from tests.support.fuzz import mutated
 
@@ -129,26 +132,19 @@ def forged_secret(value: str) -> str:
 
 def forged_delivery(sandbox: Sandbox, platform: str, body: bytes) -> Delivery:
     """``body`` signed the platform's way, but with a secret that is not the configured one."""
-    from chalicelib.connectors import builtin_names, get_connector
-    from chalicelib.connectors.declarative import DeclarativeConnector
-    from chalicelib.infra.settings import Settings, load_settings
-    from chalicelib.domain.sources import parse_document
+    from sandbox import platforms
 
-    environment = sandbox.environment()
-    for name, spec in Settings.model_fields.items():
-        if spec.repr is False and environment.get(name.upper()):
-            environment[name.upper()] = forged_secret(environment[name.upper()])
+    sandbox_secrets = set(SECRETS.values())
+    environment = {name: forged_secret(value) if value in sandbox_secrets else value
+                   for name, value in sandbox.environment().items()}
     environment["SIMPHONY_HMAC_KEYS"] = json.dumps({SECRETS["simphony_key_id"]: base64.b64encode(b"f" * 32).decode()})
-    settings = load_settings(environment)
-    if platform in builtin_names():
-        connector = get_connector(platform)
-    else:
-        document = sources_document(sandbox.platforms["como"].url)
-        for source in document["sources"]:
-            source["auth"]["secret"] = forged_secret(source["auth"]["secret"])
-        source = next(s for s in parse_document(json.dumps(document), "forged").sources if s.name == platform)
-        connector = DeclarativeConnector(source)
-    headers, query = connector.sign(body, settings)
+    document = sources_document(sandbox.platforms)
+    for source in document["sources"]:
+        source["auth"]["secret"] = forged_secret(source["auth"]["secret"])
+    forged_sources = sandbox.sources_file.with_name("forged-sources.json")
+    forged_sources.write_text(json.dumps(document))
+    environment["SOURCES_FILE"] = str(forged_sources)
+    headers, query = platforms.sign_for(platform, body, environment)
     return Delivery(platform, body, {"Content-Type": "application/json", **headers}, query)
 
 
@@ -436,7 +432,6 @@ SECRET_NAME = re.compile(r"(?i)secret|signature|digest|token|hmac|password|verif
 # naming an encoding or a mode, None checks, and our own cached tokens compared with each other.
 NOT_SECRET = {
     ("chalicelib/connectors/sevenrooms.py", "given[:7].lower() == 'sha256='"),
-    ("chalicelib/connectors/sevenrooms.py", "settings.sevenrooms_signature_encoding.lower() == 'hex'"),
     ("chalicelib/domain/sources.py", "(self.secret is None) == (self.secret_env is None)"),
     ("chalicelib/infra/tokens.py", "value[0] != token"),
 }

@@ -17,8 +17,8 @@ import pytest
 
 from chalicelib.core.errors import BridgeError, OutcomeUnknown, PermanentError, RetryableError
 from chalicelib.domain.fullwhere.client import list_items
-from chalicelib.infra.http import Deadline, raise_for_status, send
 from chalicelib.domain.identity import Claim, InDoubt, KnownGuest
+from chalicelib.infra.http import Deadline, raise_for_status, send
 from sandbox import aws as local_aws
 from sandbox.emulators.base import Fault
 from sandbox.scenarios import closed_port
@@ -188,9 +188,9 @@ def test_a_list_longer_than_one_invocation_is_read_over_several_without_starting
 
 
 def test_a_lookup_resumes_only_the_read_of_the_same_doubt(bridge):
+    from chalicelib.domain.tenants import get_directory
     from chalicelib.flow.pipeline import _fullwhere, _look_up
     from chalicelib.infra.settings import get_settings
-    from chalicelib.domain.tenants import get_directory
 
     target = bridge.fullwhere.add_customer("test-key", deliverooId=LOYALTY)  # first customer: page 1
     for n in range(250):

@@ -56,9 +56,9 @@ def rank(module: str) -> int | None:
 
 def upward_imports(root: Path) -> list[str]:
     """``where -> target`` for each import of a higher layer (or of a chalicelib module in no layer)."""
-    return [f"{i.where} -> {i.target}" for i in imports(root)
-            if i.target.split(".")[0] == "chalicelib" and rank(i.source) is not None  # else: see unlayered()
-            and (rank(i.target) is None or rank(i.target) > rank(i.source))]
+    return list(dict.fromkeys(f"{i.where} -> {i.target}" for i in imports(root)
+                              if i.target.split(".")[0] == "chalicelib" and rank(i.source) is not None  # else unlayered()
+                              and (rank(i.target) is None or rank(i.target) > rank(i.source))))
 
 
 def cycles(root: Path) -> list[str]:
@@ -87,7 +87,7 @@ def cycles(root: Path) -> list[str]:
 
 
 def imports_of_app(root: Path) -> list[str]:
-    return [f"{i.where} -> {i.target}" for i in imports(root) if i.target.split(".")[0] == "app"]
+    return list(dict.fromkeys(f"{i.where} -> {i.target}" for i in imports(root) if i.target.split(".")[0] == "app"))
 
 
 def unlayered(root: Path) -> list[str]:
@@ -99,7 +99,8 @@ def unlayered(root: Path) -> list[str]:
     problems += [f"chalicelib/{path.name}/: package not in the RANKS table of tests/test_layers.py; give it a rank "
                  f"there (and check its imports) or move its modules into one of {layers}"
                  for path in sorted((root / "chalicelib").iterdir())
-                 if path.is_dir() and path.name not in RANKS and path.name != "__pycache__" and not path.name.startswith(".")]
+                 if path.is_dir() and path.name not in RANKS and path.name != "__pycache__"
+                 and not path.name.startswith(".")]
     return problems
 
 
@@ -127,7 +128,7 @@ def test_the_checker_catches_violations(tmp_path):
         "stray.py": "",
         "misc/__init__.py": "",
         "core/__init__.py": "",
-        "core/errors.py": "def describe():\n    from chalicelib.infra import logs\n    import app\n",
+        "core/errors.py": "def describe():\n    from chalicelib.infra import logs, metrics\n    import app\n",
         "infra/__init__.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    import chalicelib.flow\n",
         "infra/logs.py": "import chalicelib.infra.metrics\n",
         "infra/metrics.py": "from . import logs\nfrom .. import __version__\n",
@@ -136,6 +137,7 @@ def test_the_checker_catches_violations(tmp_path):
         (tmp_path / "chalicelib" / name).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / "chalicelib" / name).write_text(text)
     assert upward_imports(tmp_path) == ["chalicelib/core/errors.py:2 -> chalicelib.infra.logs",
+                                        "chalicelib/core/errors.py:2 -> chalicelib.infra.metrics",
                                         "chalicelib/infra/__init__.py:3 -> chalicelib.flow"]
     assert cycles(tmp_path) == ["chalicelib.infra.logs -> chalicelib.infra.metrics -> chalicelib.infra.logs"]
     assert imports_of_app(tmp_path) == ["chalicelib/core/errors.py:3 -> app"]

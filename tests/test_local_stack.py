@@ -23,7 +23,7 @@ import httpx
 import pytest
 import yaml
 
-from chalicelib.infra.settings import Settings
+from chalicelib.connectors import settings_models
 from sandbox.emulators.fullwhere import FullwhereEmulator
 from sandbox.samples import SAMPLES
 from sandbox.stack import FULLWHERE_KEY, FULLWHERE_SECRET, SECRETS
@@ -32,7 +32,7 @@ from sandbox.stack import FULLWHERE_KEY, FULLWHERE_SECRET, SECRETS
 pytestmark = pytest.mark.xdist_group("local_stack")
 
 ROOT = Path(__file__).resolve().parent.parent
-BRIDGE_SETTINGS = {name.upper() for name in Settings.model_fields}
+BRIDGE_SETTINGS = {model.variable(name) for model in settings_models() for name in model.model_fields}
 
 
 def _free_port() -> int:
@@ -320,10 +320,10 @@ def test_sign_with_the_environment_or_the_sandbox_makes_a_valid_webhook(stack, t
     stack.wait_for_customer("deliverooId", deliveroo["guest_id"])
 
     # A declarative source is signed with the sources document named by SOURCES_FILE.
-    from sandbox.stack import sources_document
+    from sandbox.platforms import chr365 as chr365_sandbox
 
     document = tmp_path / "sources.json"
-    document.write_text(json.dumps(sources_document("http://127.0.0.1:9")))
+    document.write_text(json.dumps({"sources": [chr365_sandbox.source(None)]}))
     chr365 = tmp_path / "chr365.json"
     chr365.write_text(json.dumps({"customers": [{"client_id": "c-signed", "firstname": "Signed", "lastname": "Chr",
                                                  "mail": "signed@chr365.sandbox.example"}]}))

@@ -5,12 +5,14 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 
 import pytest
 
-from tests.conftest import fixture_bytes, fixture_json
+from sandbox import platforms
 from sandbox.emulators.base import Fault
-from sandbox.emulators.meta import MetaGraphEmulator
+from sandbox.platforms.meta import MetaGraphEmulator
+from tests.conftest import fixture_bytes, fixture_json
 
 APP_SECRET = "meta-app-secret-5c1e"
 VERIFY_TOKEN = "meatyhamhock"  # the sample value of Meta's getting-started page
@@ -253,12 +255,10 @@ def test_malformed_body_is_400_with_a_reason(meta, graph, body):
 
 
 def test_connector_signs_requests_the_way_it_verifies_them(meta, graph):
-    from chalicelib.connectors import get_connector
-    from chalicelib.infra.settings import get_settings
 
     add_fixture_leads(graph)
     body = fixture_bytes("meta/leadgen_webhook.json")
-    headers, query = get_connector("meta").sign(body, get_settings())
+    headers, query = platforms.sign_for("meta", body, os.environ)
     assert query == {}
     assert headers == {"X-Hub-Signature-256": signed(body)["X-Hub-Signature-256"]}
     assert meta.post("meta", body, headers).status_code == 200
@@ -375,12 +375,13 @@ def test_name_splitting_and_key_folding():
 
 
 def test_invalid_json_settings_name_the_setting_not_the_value():
+    from chalicelib.connectors.meta import MetaSettings
     from chalicelib.core.errors import SettingsError
     from chalicelib.infra.settings import load_settings
 
     for name, value in (("META_FIELD_ALIASES", "{nope"), ("META_FIELD_ALIASES", '{"gender": ["sexe"]}'),
                         ("META_CONSENT_CHECKBOXES", '{"email": ["x"]}')):
         with pytest.raises(SettingsError) as error:
-            load_settings({name: value})
+            load_settings({name: value}, MetaSettings)
         assert name in str(error.value) and value not in str(error.value)
-    assert load_settings({}).meta_graph_url == "https://graph.facebook.com/v25.0"
+    assert load_settings({}, MetaSettings).graph_url == "https://graph.facebook.com/v25.0"

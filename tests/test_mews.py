@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from sandbox.platforms.mews import make_reservation
 from tests.conftest import MEWS_ENTERPRISE, fixture_json
-from sandbox.emulators.mews import make_reservation
 
 CUSTOMER_ID = "c2f1d888-232e-49eb-87ac-5f75363af13b"
 

@@ -10,10 +10,11 @@ import os
 import pytest
 from chalice.local import LambdaContext
 
-from tests.conftest import fixture_json
-from sandbox.emulators.base import Fault
-from sandbox.emulators.oracle import OhipEmulator, make_event
 from sandbox import aws as local_aws
+from sandbox import platforms
+from sandbox.emulators.base import Fault
+from sandbox.platforms.oracle import OhipEmulator, make_event
+from tests.conftest import fixture_json
 
 CLIENT_ID, CLIENT_SECRET = "opera-client", "opera-client-secret-7c1"
 APP_KEY = "41ecd082-8997-4c69-af34-2f72b83645ff"
@@ -351,8 +352,6 @@ def test_opera_webhook_url_is_refused_because_events_are_pulled(bridge, opera):
 
 
 def test_opera_connector_has_no_request_to_sign(bridge, opera):
-    from chalicelib.connectors import get_connector
-    from chalicelib.infra.settings import get_settings
 
     with pytest.raises(NotImplementedError, match="pulled"):
-        get_connector("oracle").sign(b"{}", get_settings())
+        platforms.sign_for("oracle", b"{}", os.environ)

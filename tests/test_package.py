@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 import yaml
 
+from chalicelib.connectors import settings_models
 from chalicelib.domain.retry_queue import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
-from chalicelib.infra.settings import Settings
 
 # One worker runs this module, so `make package` runs once per test run: it is slow, and two at a time
 # in one project would share chalice's layer cache (.chalice/deployments) while it is being written.
@@ -181,7 +181,8 @@ def test_every_function_gets_the_queues_table_and_secret(package):
         own = function["Properties"].get("Environment", {}).get("Variables", {})
         assert not set(own) & set(variables), f"{name} overrides {sorted(set(own) & set(variables))}"
     # No secret in the template: the secret settings come from the Secrets Manager secret only.
-    secret_settings = {name.upper() for name, field in Settings.model_fields.items() if field.repr is False}
+    secret_settings = {model.variable(name) for model in settings_models()
+                       for name, field in model.model_fields.items() if field.repr is False}
     assert "FULLWHERE_API_SECRET" in secret_settings
     for name, function in _functions(package).items():
         own = function["Properties"].get("Environment", {}).get("Variables", {})

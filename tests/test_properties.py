@@ -16,8 +16,8 @@ for a thousand per property.
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +25,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sandbox.emulators.fullwhere import validate_import
+from sandbox.platforms.meta import PAGE as META_PAGE
+from sandbox.platforms.mews import ENTERPRISE as MEWS_ENTERPRISE
+from sandbox.platforms.oracle import HOTEL as ORACLE_HOTEL
 from sandbox.samples import SAMPLES, fixture
-from sandbox.stack import MEWS_ENTERPRISE, META_PAGE, ORACLE_HOTEL, Sandbox
+from sandbox.stack import Sandbox
 from tests.conftest import reset_bridge_state
 from tests.support.fuzz import json_values, shaped_like
 
@@ -126,7 +129,7 @@ def genuine_guest(sandbox: Sandbox, platform: str) -> tuple[Any, dict[str, Any]]
     if platform not in _genuine:
         from chalicelib.connectors import get_connector
         from chalicelib.connectors.oracle import pipeline_event, pulled_event
-        from sandbox.emulators.oracle import make_event
+        from sandbox.platforms.oracle import make_event
 
         connector = get_connector(platform)
         if platform == "oracle":
@@ -144,9 +147,9 @@ def genuine_guest(sandbox: Sandbox, platform: str) -> tuple[Any, dict[str, Any]]
 
 def context_for(platform: str, event: Any):
     from chalicelib.connectors.base import Context
+    from chalicelib.domain.tenants import get_directory
     from chalicelib.infra.http import Deadline
     from chalicelib.infra.settings import get_settings
-    from chalicelib.domain.tenants import get_directory
 
     return Context(settings=get_settings(), tenant=get_directory().route(platform, event.account_id),
                    deadline=Deadline(10))

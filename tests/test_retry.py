@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import json
 
-from tests.conftest import fixture_bytes, fixture_json
 from sandbox.emulators.base import Fault
+from tests.conftest import fixture_bytes, fixture_json
 from tests.test_mews import CUSTOMER_ID, add_customer, webhook
 
 

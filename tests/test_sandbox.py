@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from chalice.local import LambdaContext
 from chalice.test import Client
@@ -54,3 +56,23 @@ def test_every_platform_sample_reaches_fullwhere(sandbox, bridge_on_sandbox):
         expected = {sample.guest_id(n) for n in ((1,) if sample.pulled else (1, 2))}
         found = {c[sample.id_field] for c in customers if c["metadata"].get("source") == sample.platform}
         assert found == expected, sample.platform
+
+
+def test_every_platform_has_its_sandbox_module():
+    """Each built-in platform and each shipped preset: sandbox/platforms/<name>.py (see sandbox/platforms/__init__.py)."""
+    from chalicelib.connectors import get_connector
+    from chalicelib.core.registry import builtin_names
+    from chalicelib.domain.sources import PRESETS_DIR
+    from sandbox import platforms
+
+    presets = sorted(path.stem for path in PRESETS_DIR.glob("*.json"))
+    assert platforms.names() == [*builtin_names(), *presets]
+    for name in platforms.names():
+        module = platforms.module(name)
+        assert callable(module.emulator) and callable(module.environment) and callable(module.sign), name
+        assert isinstance(module.SECRETS, dict) and module.SAMPLE.platform == name, name
+        if name in presets:
+            assert module.SAMPLE.id_field == json.loads((PRESETS_DIR / f"{name}.json").read_text())["id_field"], name
+            assert callable(module.source), name
+        else:
+            assert module.SAMPLE.id_field == get_connector(name).id_field, name

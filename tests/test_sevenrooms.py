@@ -7,12 +7,14 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 
 import pytest
 
-from tests.conftest import FULLWHERE_KEY, fixture_bytes, fixture_json
+from sandbox import platforms
 from sandbox.emulators.base import Fault
-from sandbox.emulators.sevenrooms import AUTH_PATH, CLIENTS_PREFIX, SevenRoomsEmulator
+from sandbox.platforms.sevenrooms import AUTH_PATH, CLIENTS_PREFIX, SevenRoomsEmulator
+from tests.conftest import FULLWHERE_KEY, fixture_bytes, fixture_json
 
 WEBHOOK_SECRET = "sevenrooms-hook-secret-5b1e"
 API_CLIENT_ID, API_CLIENT_SECRET = "sevenrooms-api-client", "sevenrooms-api-secret-c07d"
@@ -230,13 +232,11 @@ def test_unknown_auth_mode_is_a_settings_error_answered_503(bridge):
 
 @pytest.mark.parametrize("mode", ["token", "hmac"])
 def test_connector_signs_requests_the_way_it_verifies_them(bridge, sevenrooms, mode):
-    from chalicelib.connectors import get_connector
-    from chalicelib.infra.settings import get_settings
 
     bridge.configure(sevenrooms_auth=mode, sevenrooms_signature_encoding="base64")
     add_jon(sevenrooms)
     body = fixture_bytes("sevenrooms/reservation_created.json")
-    headers, query = get_connector("sevenrooms").sign(body, get_settings())
+    headers, query = platforms.sign_for("sevenrooms", body, os.environ)
     assert bool(query) == (mode == "token") and bool(headers) == (mode == "hmac")
     path = "/webhooks/sevenrooms" + ("?" + "&".join(f"{k}={v}" for k, v in query.items()) if query else "")
     assert bridge.client.http.post(path, headers=headers, body=body).status_code == 200

@@ -6,9 +6,11 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 
 import pytest
 
+from sandbox import platforms
 from tests.conftest import fixture_bytes
 
 KEY_ID = "6f1c2d3e-4a5b-4c6d-8e7f-90a1b2c3d4e5"
@@ -93,10 +95,8 @@ def test_keys_that_are_not_a_json_object_of_base64_are_503(bridge):
 
 
 def test_connector_signs_requests_the_way_it_verifies_them(simphony):
-    from chalicelib.connectors import get_connector
-    from chalicelib.infra.settings import get_settings
 
     body = fixture_bytes(NOTIFICATION)
-    headers, query = get_connector("simphony").sign(body, get_settings())
+    headers, query = platforms.sign_for("simphony", body, os.environ)
     assert query == {} and headers["Key-Id"] == KEY_ID and headers["Digest"] == digest(KEY, body)
     assert simphony.client.http.post("/webhooks/simphony", headers=headers, body=body).status_code == 200

@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
 
 from chalicelib.core.errors import SettingsError
-
-from chalicelib.infra.settings import Settings
-from chalicelib.domain.sources import load_sources
-from tests.conftest import fixture_bytes
+from chalicelib.domain.sources import SourcesSettings, load_sources
+from sandbox import platforms
 from sandbox.emulators.base import Fault
-from sandbox.emulators.como import ComoEmulator, make_member
+from sandbox.platforms.como import ComoEmulator, make_member
+from tests.conftest import fixture_bytes
 from tests.support.signing import hmac_base64, hmac_hex, standard_webhooks_headers
 
 COMO_SECRET = "como-hook-secret"
@@ -190,14 +190,12 @@ def test_malformed_body_is_400(sources):
 
 
 def test_sign_matches_verify_for_every_declared_scheme_it_can_produce(sources, como):
-    from chalicelib.connectors import get_connector
-    from chalicelib.infra.settings import get_settings
 
     como.add_member(make_member(MEMBER_ID))
     for name, fixture in (("como", "como_member_event"), ("partouche", "partouche_customer"),
                           ("zenchef", "zenchef_booking")):
         body = fixture_bytes(f"sources/{fixture}.json")
-        headers, query = get_connector(name).sign(body, get_settings())
+        headers, query = platforms.sign_for(name, body, os.environ)
         assert sources.post(name, body, headers, "&".join(f"{k}={v}" for k, v in query.items())).status_code == 200
 
 
@@ -211,7 +209,7 @@ def test_sources_appear_in_health(sources):
 def _load(tmp_path, document, suffix=".json"):
     path = tmp_path / f"sources{suffix}"
     path.write_text(document if isinstance(document, str) else json.dumps(document))
-    return load_sources(Settings(sources_file=str(path)))
+    return load_sources(SourcesSettings(file=str(path)))
 
 
 @pytest.mark.parametrize(

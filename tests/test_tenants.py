@@ -7,10 +7,9 @@ import json
 import pytest
 
 from chalicelib.core.errors import SettingsError
-
-from chalicelib.infra.settings import Settings
 from chalicelib.domain.tenants import load_directory
-from tests.conftest import MEWS_ENTERPRISE, MEWS_ACCESS_TOKEN, fixture_bytes, fixture_json
+from chalicelib.infra.settings import Settings
+from tests.conftest import MEWS_ACCESS_TOKEN, MEWS_ENTERPRISE, fixture_bytes, fixture_json
 from tests.test_mews import CUSTOMER_ID, add_customer, webhook
 
 TWO_TENANTS = {

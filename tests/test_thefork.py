@@ -4,13 +4,15 @@ cached Auth0 token → Fullwhere."""
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
 
-from tests.conftest import fixture_bytes, fixture_json
+from sandbox import platforms
 from sandbox.emulators.base import Fault
-from sandbox.emulators.thefork import CUSTOMERS_PREFIX, TOKEN_PATH, TheForkEmulator
+from sandbox.platforms.thefork import CUSTOMERS_PREFIX, TOKEN_PATH, TheForkEmulator
+from tests.conftest import fixture_bytes, fixture_json
 
 WEBHOOK_TOKEN = "thefork-url-token-NN8ul7c3"
 CLIENT_ID, CLIENT_SECRET = "thefork-client", "thefork-client-secret-7d2e"
@@ -192,12 +194,10 @@ def test_tokens_and_guest_data_never_appear_in_logs(bridge, thefork, capsys):
 
 
 def test_connector_signs_requests_the_way_it_verifies_them(bridge, thefork):
-    from chalicelib.connectors import get_connector
-    from chalicelib.infra.settings import get_settings
 
     add_customer(thefork)
     body = fixture_bytes("thefork/customer_created.json")
-    headers, query = get_connector("thefork").sign(body, get_settings())
+    headers, query = platforms.sign_for("thefork", body, os.environ)
     path = "/webhooks/thefork?" + "&".join(f"{k}={v}" for k, v in query.items())
     assert bridge.client.http.post(path, headers=headers, body=body).status_code == 200
     assert len(bridge.customers()) == 1

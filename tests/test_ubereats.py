@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from tests.conftest import fixture_json
 
 STORE = "c7f1dc2f-5d3b-4a4e-9f6e-2a1b3c4d5e6f"

@@ -6,12 +6,12 @@ import pytest
 
 from chalicelib.connectors.deliveroo import split_initial
 from chalicelib.connectors.ubereats import eater_id
+from chalicelib.core.normalise import clean_text, language_code, normalise_email, normalise_phone
+from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
+from chalicelib.flow.dispatch import backoff_seconds
 from chalicelib.infra.http import parse_retry_after
 from chalicelib.infra.logs import mask_email, mask_phone, redact_url, scrub
-from chalicelib.core.normalise import clean_text, language_code, normalise_email, normalise_phone
-from chalicelib.flow.dispatch import backoff_seconds
 from chalicelib.infra.settings import load_settings
-from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
 
 
 @pytest.mark.parametrize(

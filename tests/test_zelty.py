@@ -5,13 +5,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+import os
 
 import httpx
 import pytest
 
-from tests.conftest import fixture_bytes, fixture_json
+from sandbox import platforms
 from sandbox.emulators.base import Fault
-from sandbox.emulators.zelty import ZeltyEmulator
+from sandbox.platforms.zelty import ZeltyEmulator
+from tests.conftest import fixture_bytes, fixture_json
 
 SECRET = "zelty-secret-key-7c41"
 API_KEY = "zelty-api-key-19ab"
@@ -152,11 +154,9 @@ def test_secret_not_configured_refuses_everything(zb):
 
 
 def test_connector_signs_requests_the_way_it_verifies_them(zb):
-    from chalicelib.connectors import get_connector
-    from chalicelib.infra.settings import get_settings
 
     body = fixture_bytes("zelty/order_ended.json")
-    headers, query = get_connector("zelty").sign(body, get_settings())
+    headers, query = platforms.sign_for("zelty", body, os.environ)
     assert query == {}
     assert zb.post("zelty", body, headers).status_code == 200
     assert [c["zeltyId"] for c in zb.customers()] == [ORDER_CUSTOMER_ID]

@@ -12,6 +12,7 @@ import threading
 
 from chalicelib.connectors.base import Connector
 from chalicelib.core import registry
+from chalicelib.infra.settings import Settings, SettingsModel
 
 _loaded: dict[str, Connector] = {}
 _load_lock = threading.Lock()
@@ -70,3 +71,13 @@ def _declarative() -> dict[str, Connector]:
     if _declarative_cache is None or _declarative_cache[0] is not sources:
         _declarative_cache = (sources, {name: DeclarativeConnector(source) for name, source in sources.items()})
     return _declarative_cache[1]
+
+
+def settings_models() -> list[type[SettingsModel]]:
+    """Every group of settings: the bridge-wide one, each built-in platform's, and the declarative sources'
+    (docs/settings.md is generated from them; imports every connector, so not for a request's path)."""
+    from chalicelib.domain.sources import SourcesSettings
+
+    platform_models = [connector.settings_model for connector in map(_builtin, registry.builtin_names())
+                       if connector is not None and connector.settings_model is not None]
+    return list(dict.fromkeys([Settings, *platform_models, SourcesSettings]))

@@ -137,13 +137,6 @@ class Connector(ABC):
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         """Events from a verified body; raise :func:`~chalicelib.core.errors.malformed` with a reason."""
 
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        """The headers and query parameters a genuine platform request with ``body`` would carry.
-
-        Used by the command-line tools (``sign``, ``demo``) to exercise a registration by hand; the
-        tests sign with their own independent implementation of each scheme.
-        """
-
     def handshake(self, request: WebhookRequest, settings: Settings) -> tuple[int, str, str]:
         """Answer a ``GET`` on the webhook URL: ``(status, body, content type)``.
 

@@ -11,15 +11,14 @@ import functools
 import hashlib
 import json
 import re
-import time
-import uuid
 from typing import Any
 from urllib.parse import quote
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest, load_json
+from chalicelib.connectors.shared import present
 from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
-from chalicelib.core.signatures import equal, hmac_digest, standard_webhooks_signature, standard_webhooks_valid
+from chalicelib.core.signatures import equal, hmac_digest, standard_webhooks_valid
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.domain.sources import HmacAuth, NoAuth, Source, StandardWebhooksAuth, TokenAuth, expand_placeholders
 from chalicelib.infra.http import raise_for_status, send
@@ -59,7 +58,9 @@ def _interpreter() -> Any:
 
 
 class DeclarativeConnector(Connector):
-    secret_setting = ""  # the secret is declared in the source itself
+    # No settings model: each source's secret is declared in the sources document (inline, or the
+    # environment variable its secret_env names), not in <PLATFORM>_* settings.
+    secret_setting = ""
 
     def __init__(self, source: Source):
         self.source = source
@@ -113,22 +114,6 @@ class DeclarativeConnector(Connector):
 
         return render(before) + request.body + render(after)
 
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        auth = self.source.auth
-        if isinstance(auth, NoAuth):
-            return {}, {}
-        secret = self.webhook_secret(settings)
-        if isinstance(auth, TokenAuth):
-            return ({}, {auth.query: secret}) if auth.query else ({auth.header: secret}, {})
-        if isinstance(auth, StandardWebhooksAuth):
-            message_id, timestamp = f"msg_{uuid.uuid4().hex}", str(int(time.time()))
-            return {"webhook-id": message_id, "webhook-timestamp": timestamp,
-                    "webhook-signature": standard_webhooks_signature(secret, message_id, timestamp, body)}, {}
-        if "{header:" in auth.signed or "{query:" in auth.signed:
-            raise NotImplementedError(f"source {self.name!r} signs headers or query values: sign it with its sender")
-        signature = hmac_digest(secret.encode(), body, auth.algorithm, auth.encoding)
-        return {auth.header: auth.prefix + signature}, {}
-
     # -- events ----------------------------------------------------------------------------------
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         source = self.source
@@ -177,6 +162,7 @@ class DeclarativeConnector(Connector):
             raise PermanentError(f"{what} has no guest with this id ({response.status_code})")
         raise_for_status(response, what)
         try:
+            # Any JSON, not only an object (answer_object): the declared result may index into a list.
             document = response.json()
         except ValueError:
             raise RetryableError(f"{what} answered 2xx with a body that is not JSON") from None
@@ -192,11 +178,8 @@ class DeclarativeConnector(Connector):
         civility = text["civility"]
         if civility and mapping.civility_map:
             civility = mapping.civility_map.get(civility, civility)
-        metadata = {"source": self.name}
-        for key, expression in mapping.metadata.items():
-            value = clean_text(_scalar(search(expression, guest)))
-            if value:
-                metadata[key] = value
+        metadata = {"source": self.name, **present({key: clean_text(_scalar(search(expression, guest)))
+                                                    for key, expression in mapping.metadata.items()})}
         phone_region = clean_text(_scalar(search(mapping.phone_region, guest)))
         return CustomerImport(**{
             "firstName": text["firstName"],

@@ -1,22 +1,13 @@
 """Deliveroo Order Events webhooks (``order.new``, ``order.status_update``; legacy ``new_order``).
 
-Signature [vendor docs]: ``X-Deliveroo-Hmac-Sha256`` is the hex HMAC-SHA256, keyed with the webhook
-secret Deliveroo provides (not the API secret), of ``X-Deliveroo-Sequence-Guid + " " + raw body``; the
-deprecated POS ``new_order``/``cancel_order`` webhooks use ``GUID + " \\n " + raw body``. Headers are read
-case-insensitively, as Deliveroo asks.
-
-The guest is inside the webhook (shape second-hand: captured payloads in public code, see
-docs/platforms.md): ``order.customer`` or, for restaurant-delivered orders, ``order.delivery``. Its
-``contact_number`` is a Deliveroo relay line used with a per-order access code: it is never imported.
-No email, consent or Deliveroo customer id is shared, so the only stable identifier of a diner is the
-restaurant loyalty card they entered (``customer.loyalty``); a diner without one has no identity and
-is skipped rather than imported as a new nameless customer on every order.
+The guest is inside the signed webhook. Deliveroo shares no email, consent or customer id and its phone
+is a relay line, so the diner's restaurant loyalty card is the only identity imported; the signature,
+payload and mapping are described in docs/platforms.md (Deliveroo).
 """
 
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Any
 
 from chalicelib.connectors.base import (
@@ -29,17 +20,24 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
+from chalicelib.connectors.shared import present
 from chalicelib.core.errors import malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name
-from chalicelib.core.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.core.signatures import hex_signature_matches
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.settings import Settings, SettingsModel, secret
 
 IMPORTED_EVENTS = ("order.new", "order.status_update", "new_order")
 # The deprecated POS webhooks, signed with the " \n " separator.
 LEGACY_EVENTS = ("new_order", "cancel_order")
 # Order statuses whose guest is not imported: the restaurant never served them.
 NOT_SERVED_STATUSES = ("rejected",)
+
+
+class DeliverooSettings(SettingsModel):
+    env_prefix = "DELIVEROO_"
+
+    webhook_secret: str | None = secret("the webhook secret Deliveroo gives you (not the API secret)")
 
 
 class Loyalty(PayloadModel):
@@ -81,28 +79,24 @@ class Envelope(PayloadModel):
 
 class DeliverooConnector(Connector):
     name = "deliveroo"
-    secret_setting = "deliveroo_webhook_secret"
+    settings_model = DeliverooSettings
+    secret_setting = "webhook_secret"
     id_field = "deliverooId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        secret = self.webhook_secret(settings)
+        key = self.webhook_secret(settings)
         guid = request.header("x-deliveroo-sequence-guid")
         signature = request.header("x-deliveroo-hmac-sha256")
         if not guid or not signature:
             raise unauthorized("missing X-Deliveroo-Sequence-Guid or X-Deliveroo-Hmac-Sha256")
-        if hex_signature_matches(secret, guid.encode() + b" " + request.body, signature):
+        if hex_signature_matches(key, guid.encode() + b" " + request.body, signature):
             return
-        if hex_signature_matches(secret, guid.encode() + b" \n " + request.body, signature):
+        if hex_signature_matches(key, guid.encode() + b" \n " + request.body, signature):
             # The legacy separator is only valid for the legacy events: don't let it sign anything else.
             document = load_json(request.body)
             if isinstance(document, dict) and document.get("event") in LEGACY_EVENTS:
                 return
         raise unauthorized("Deliveroo signature does not match")
-
-    def sign(self, body: bytes, settings: Settings, guid: str | None = None) -> tuple[dict[str, str], dict[str, str]]:
-        guid = guid or uuid.uuid4().hex
-        signature = hmac_sha256_hex(self.webhook_secret(settings), guid.encode() + b" " + body)
-        return {"X-Deliveroo-Sequence-Guid": guid, "X-Deliveroo-Hmac-Sha256": signature}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         envelope = validate(Envelope, load_json(request.body), "Deliveroo webhook")
@@ -144,7 +138,7 @@ class DeliverooConnector(Connector):
             # The loyalty card is the restaurant's own, entered by the diner: prefixed so nobody in the
             # CRM takes it for a Deliveroo account id.
             deliverooId=f"loyalty:{loyalty_id}" if loyalty_id else None,
-            metadata={key: value for key, value in metadata.items() if value},
+            metadata=present(metadata),
         )
 
 

@@ -1,33 +1,8 @@
-"""Meta (Facebook/Instagram) Lead Ads: ``leadgen`` webhooks of a Page, the lead read from the Graph API.
+"""Meta (Facebook/Instagram) Lead Ads: ``leadgen`` webhooks of a Page, each lead read from the Graph API.
 
-Handshake [vendor docs]: when the webhook is configured, Meta sends ``GET ?hub.mode=subscribe&
-hub.challenge=...&hub.verify_token=...``; the token is compared in constant time with
-``META_VERIFY_TOKEN`` and the challenge echoed as text/plain (403 otherwise).
-
-Signature [second-hand]: ``X-Hub-Signature-256: sha256=<hex HMAC-SHA256 of the raw body keyed with the
-App Secret>`` (``META_APP_SECRET``). Only that header is accepted: the legacy SHA-1 ``X-Hub-Signature``
-is not. Meta's getting-started section on payload validation was not available to us; the scheme comes
-from a third-party capture of it (docs/platforms.md).
-
-Events [vendor docs]: ``object == "page"``, every ``entry[].changes[]`` with ``field == "leadgen"`` is
-one lead; its ``value`` carries ids only (``leadgen_id``, ``page_id``, ``form_id``, ``ad_id``,
-``adgroup_id``, ``created_time``). Other fields and objects are acknowledged and ignored. The lead is
-read with ``GET {META_GRAPH_URL}/{leadgen_id}`` and the Page's access token: the page's
-``page_access_token`` in the tenants document, or ``META_PAGE_ACCESS_TOKEN`` for the default tenant.
-``appsecret_proof`` is always sent, so the app may turn on "Require App Secret". Graph errors that
-Meta calls temporary (codes 1, 2, 4, 17, 32, 341, 613 or ``is_transient``) are retried even though
-they come as HTTP 400; other 4xx (unknown lead, expired token, missing permission) are permanent.
-
-Mapping: ``field_data`` keys are Meta's standard keys unless the advertiser customised them or asked a
-custom question, so keys are matched after normalisation against ordered alias lists (English, French,
-Spanish), plus ``META_FIELD_ALIASES``; see :data:`ALIASES` and docs/platforms.md. Opt-ins come only
-from the custom disclaimer checkboxes that ``META_CONSENT_CHECKBOXES`` names; otherwise null.
-
-Identity: Meta gives no stable person id in lead ads, only the lead (one form submission). The lead id
-is kept as ``metaId = "lead:<id>"`` for provenance when the lead has an email or a phone (Fullwhere
-merges those); a lead with neither is skipped, since its id would create one customer per submission.
-Meta delivers at least once and retries for 36 hours: a redelivered lead is fetched again and merged
-by Fullwhere into the same customer.
+Meta's webhook carries ids only, so every lead is fetched with the Page's token; a lead gives no stable
+person id, so it is imported only with an email or a phone (Fullwhere merges on those). Handshake,
+signature, field matching, consent and identity: docs/platforms.md (Meta Lead Ads).
 """
 
 from __future__ import annotations
@@ -37,6 +12,8 @@ import re
 import unicodedata
 from typing import Any
 from urllib.parse import quote
+
+from pydantic import Field, field_validator
 
 from chalicelib.connectors.base import (
     Connector,
@@ -48,12 +25,13 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
+from chalicelib.connectors.shared import answer_object, present
 from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import json_object, parse_retry_after, raise_for_status, send
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.settings import Settings, SettingsModel, secret
 
 WHAT = "Meta Graph API"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -82,6 +60,44 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "company_name": ("company_name", "company", "entreprise", "societe", "nom_de_l_entreprise", "empresa"),
 }
 CHECKED = {"1": True, "true": True, "yes": True, "": False, "0": False, "false": False, "no": False}
+# The keys each JSON setting may use: Meta's standard field keys, and the opt-ins a checkbox can state.
+JSON_SETTING_KEYS = {"field_aliases": tuple(ALIASES), "consent_checkboxes": ("emailOptin", "smsOptin")}
+
+
+class MetaSettings(SettingsModel):
+    env_prefix = "META_"
+
+    verify_token: str | None = secret(
+        "a long random string you choose and type in the Verify Token field of the App Dashboard's Webhooks; "
+        "Meta's `GET` handshake must present it")
+    app_secret: str | None = secret(
+        "the Meta app's App Secret: checks `X-Hub-Signature-256` on every webhook, and signs each Graph call "
+        "(`appsecret_proof`)")
+    page_access_token: str | None = secret(
+        "a long-lived Page access token (`leads_retrieval` and the other permissions in docs/platforms.md), for "
+        "the default tenant's Pages; with a tenants document, each Page's `page_access_token` is used instead")
+    graph_url: str = Field(default="https://graph.facebook.com/v25.0",
+                           description="Graph API base with its pinned version (v25.0 is supported until July 2028)")
+    field_aliases: dict[str, list[str]] | None = Field(
+        default=None, description="JSON: extra lead-form keys to read as a standard one, tried before the built-in "
+        'aliases, e.g. `{"phone_number": ["numero_whatsapp"]}` (keys: `email`, `phone_number`, `first_name`, '
+        "`last_name`, `full_name`, `company_name`)")
+    consent_checkboxes: dict[str, list[str]] | None = Field(
+        default=None, description="JSON: which custom disclaimer checkboxes state marketing consent, e.g. "
+        '`{"emailOptin": ["newsletter"], "smsOptin": ["sms"]}`; unset, no opt-in is imported')
+
+    @field_validator("field_aliases", "consent_checkboxes", mode="before")
+    @classmethod
+    def _json_object(cls, value: object, info) -> object:
+        allowed = JSON_SETTING_KEYS[info.field_name]
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"must be a JSON object ({exc.msg})") from None
+        if isinstance(value, dict) and not set(value) <= set(allowed):
+            raise ValueError(f"keys must be among {', '.join(allowed)}")
+        return value
 
 
 class Notification(PayloadModel):
@@ -112,11 +128,13 @@ class LeadgenValue(PayloadModel):
 
 class MetaLeadAdsConnector(Connector):
     name = "meta"
-    secret_setting = "meta_app_secret"
+    settings_model = MetaSettings
+    secret_setting = "app_secret"
     id_field = "metaId"
 
     def handshake(self, request: WebhookRequest, settings: Settings) -> tuple[int, str, str]:
-        token_ok = equal(request.query.get("hub.verify_token"), settings.meta_verify_token)
+        own: MetaSettings = self.platform_settings()
+        token_ok = equal(request.query.get("hub.verify_token"), own.verify_token)
         if request.query.get("hub.mode") != "subscribe" or not token_ok:
             return _forbidden("hub.mode must be subscribe and hub.verify_token must match META_VERIFY_TOKEN")
         challenge = request.query.get("hub.challenge")
@@ -134,9 +152,6 @@ class MetaLeadAdsConnector(Connector):
             raise unauthorized(f"{SIGNATURE_HEADER} must be {SIGNATURE_PREFIX}<hex>")
         if not hex_signature_matches(secret, request.body, header[len(SIGNATURE_PREFIX):]):
             raise unauthorized("Meta signature does not match")
-
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        return {SIGNATURE_HEADER: SIGNATURE_PREFIX + hmac_sha256_hex(self.webhook_secret(settings), body)}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         document = load_json(request.body)
@@ -168,32 +183,29 @@ class MetaLeadAdsConnector(Connector):
         return ParsedWebhook(events=events, ignored=ignored)
 
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
-        settings = context.settings
-        token = self._page_token(event, context)
+        own: MetaSettings = self.platform_settings()
+        token = self._page_token(event, context, own)
         params = {"fields": LEAD_FIELDS, "access_token": token}
-        if settings.meta_app_secret:
-            params["appsecret_proof"] = hmac_sha256_hex(settings.meta_app_secret, token.encode())
-        url = f"{settings.meta_graph_url}/{quote(event.data['leadgen_id'], safe='')}"
+        if own.app_secret:
+            params["appsecret_proof"] = hmac_sha256_hex(own.app_secret, token.encode())
+        url = f"{own.graph_url}/{quote(event.data['leadgen_id'], safe='')}"
         response = send("GET", url, context.deadline, what=WHAT, params=params)
         _raise_for_graph_error(response)
-        lead = json_object(response)
-        if lead is None:
-            raise RetryableError(f"{WHAT} answered 2xx without a JSON lead")
-        return lead
+        return answer_object(response, WHAT)
 
-    def _page_token(self, event: Event, context: Context) -> str:
+    def _page_token(self, event: Event, context: Context, own: MetaSettings) -> str:
         token = context.credentials(self.name, event.account_id).get("page_access_token")
         if not token and context.tenant.owns_every_account:
-            token = context.settings.meta_page_access_token
+            token = own.page_access_token
         if not token:
             raise PermanentError("no Page access token for this page (META_PAGE_ACCESS_TOKEN, or the page's "
                                  "page_access_token in the tenants document)")
         return token
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
-        settings = context.settings
+        own: MetaSettings = self.platform_settings()
         answers = _answers(guest.get("field_data"))
-        aliases = _aliases(settings)
+        aliases = _aliases(own)
         country = (_first(answers, ("country",)) or "").strip()  # Meta's standard question, assumed ISO 3166
         region = country if len(country) == 2 else None
         email = next(filter(None, (normalise_email(answers.get(k)) for k in aliases["email"])), None)
@@ -204,7 +216,7 @@ class MetaLeadAdsConnector(Connector):
         last_name = clean_text(_first(answers, aliases["last_name"]))
         if not first_name and not last_name:
             first_name, last_name = split_full_name(_first(answers, aliases["full_name"]))
-        consent = settings.meta_consent_checkboxes or {}
+        consent = own.consent_checkboxes or {}
         responses = guest.get("custom_disclaimer_responses")
         lead_id = clean_text(guest.get("id")) or event.data["leadgen_id"]
         metadata = {
@@ -227,7 +239,7 @@ class MetaLeadAdsConnector(Connector):
             smsOptin=checkbox_consent(responses, consent.get("smsOptin")),
             # The lead id names a form submission, not a person: kept only beside an email or phone.
             metaId=f"lead:{lead_id}" if (email or phone) else None,
-            metadata={key: value for key, value in metadata.items() if value},
+            metadata=present(metadata),
         )
 
 
@@ -253,9 +265,9 @@ def _answers(field_data: object) -> dict[str, str]:
     return answers
 
 
-def _aliases(settings: Settings) -> dict[str, tuple[str, ...]]:
+def _aliases(own: MetaSettings) -> dict[str, tuple[str, ...]]:
     """The built-in aliases, each list preceded by the operator's ``META_FIELD_ALIASES`` for that key."""
-    extra = settings.meta_field_aliases or {}
+    extra = own.field_aliases or {}
     return {field: tuple(dict.fromkeys([*(_key(k) for k in extra.get(field, [])), *keys]))
             for field, keys in ALIASES.items()}
 

@@ -1,17 +1,8 @@
 """Mews Connector API General Webhooks (``CustomerAdded``, ``CustomerUpdated``, ``ServiceOrderUpdated``).
 
-Authentication [vendor docs]: no signature; Mews adds the shared token we chose to our URL
-(``?Token=...``). It is compared in constant time with ``MEWS_WEBHOOK_TOKEN`` and, like every query
-value, redacted from logs. Mews sends no particular content type: the body is parsed from raw bytes.
-
-Events carry ids only. ``CustomerAdded``/``CustomerUpdated`` → ``customers/getAll``;
-``ServiceOrderUpdated`` → ``reservations/getAll/2023-06-06``, then the owner's customer record when
-``AccountType`` is ``Customer`` (a company-owned reservation has no guest to import). Each request
-needs ``ClientToken`` (the app's, ``MEWS_CLIENT_TOKEN``) and the enterprise's ``AccessToken`` (per
-enterprise through the tenants document, or ``MEWS_ACCESS_TOKEN`` for the default tenant).
-
-A new customer produces both ``CustomerAdded`` and ``CustomerUpdated``, often in the same message
-[vendor docs]: both share a guest key, so the customer is fetched once.
+Mews signs nothing: it adds the token we chose to our URL (``?Token=``). Events carry ids only, so the
+customer (or the reservation, then its owner) is read from the Connector API with the app's
+ClientToken and the enterprise's AccessToken; see docs/platforms.md (Mews).
 """
 
 from __future__ import annotations
@@ -31,12 +22,13 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
-from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
+from chalicelib.connectors.shared import answer_object, present
+from chalicelib.core.errors import PermanentError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.http import raise_for_status, send
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.http import send
+from chalicelib.infra.settings import Settings, SettingsModel, secret
 
 CUSTOMER_EVENTS = ("CustomerAdded", "CustomerUpdated")
 RESERVATION_EVENTS = ("ServiceOrderUpdated",)
@@ -45,6 +37,17 @@ CLIENT_NAME = f"FullwhereBridge {__version__}"
 
 # Mews' Title enum; its docs say the value "should not be used as-is, but localized".
 CIVILITIES = {"Mister": "Mr.", "Miss": "Ms.", "Misses": "Mrs."}
+
+
+class MewsSettings(SettingsModel):
+    env_prefix = "MEWS_"
+
+    webhook_token: str | None = secret("the token you gave Mews support for your webhook URL (`?Token=`)")
+    client_token: str | None = secret("your Mews integration's `ClientToken`")
+    access_token: str | None = secret("the enterprise `AccessToken`, for the default tenant (with a tenants "
+                                      "document, each enterprise's `access_token` entry is used instead)")
+    api_url: str = Field(default="https://api.mews.com",
+                         description="Mews Connector API (`https://api.mews-demo.com` for the demo)")
 
 
 class EntityRef(PayloadModel):
@@ -64,15 +67,13 @@ class GeneralWebhook(PayloadModel):
 
 class MewsConnector(Connector):
     name = "mews"
-    secret_setting = "mews_webhook_token"
+    settings_model = MewsSettings
+    secret_setting = "webhook_token"
     id_field = "mewsId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
         if not equal(request.query.get("Token"), self.webhook_secret(settings)):
             raise unauthorized("Mews Token query parameter missing or wrong")
-
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        return {}, {"Token": self.webhook_secret(settings)}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         document = load_json(request.body)
@@ -132,25 +133,22 @@ class MewsConnector(Connector):
         return customer
 
     def _first(self, operation: str, key: str, context: Context, event: Event, **filters: Any) -> dict[str, Any] | None:
-        settings = context.settings
+        settings: MewsSettings = self.platform_settings()
         access_token = context.credentials(self.name, event.account_id).get("access_token")
-        if not settings.mews_client_token or not access_token:
+        if not access_token and context.tenant.owns_every_account:
+            access_token = settings.access_token  # the default tenant's enterprises share MEWS_ACCESS_TOKEN
+        if not settings.client_token or not access_token:
             raise PermanentError("Mews ClientToken or this enterprise's AccessToken is not configured")
         body = {
-            "ClientToken": settings.mews_client_token,
+            "ClientToken": settings.client_token,
             "AccessToken": access_token,
             "Client": CLIENT_NAME,
             "Limitation": {"Count": 10},
             **filters,
         }
-        response = send("POST", f"{settings.mews_api_url}/api/connector/v1/{operation}", context.deadline, what=WHAT, json=body)
-        raise_for_status(response, WHAT)
-        try:
-            items = response.json().get(key)
-        except (ValueError, AttributeError):
-            raise RetryableError(f"{WHAT} answered 2xx with an unreadable body") from None
-        if not isinstance(items, list):
-            raise RetryableError(f"{WHAT} answered 2xx without {key}")
+        url = f"{settings.api_url}/api/connector/v1/{operation}"
+        response = send("POST", url, context.deadline, what=WHAT, json=body)
+        items = answer_object(response, WHAT, key, list)
         return next((item for item in items if isinstance(item, dict)), None)
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
@@ -177,5 +175,5 @@ class MewsConnector(Connector):
             # Options is Mews' explicit consent list: absent flag = no consent; no list = not stated.
             emailOptin=("SendMarketingEmails" in options) if isinstance(options, list) else None,
             mewsId=clean_text(guest.get("Id")),
-            metadata={key: value for key, value in metadata.items() if value},
+            metadata=present(metadata),
         )

@@ -1,35 +1,9 @@
 """Oracle OPERA Cloud (OHIP): guest profiles pulled on a schedule, never pushed.
 
-OPERA Cloud sends no HTTP webhook [vendor docs, ../shared/platforms/hospitality.md §2.1]: its business
-events are either streamed over a WebSocket the consumer holds open, or dequeued with the OHIP polling
-API. A Lambda cannot hold a socket, so the scheduled ``oracle_pull`` function
-(:mod:`chalicelib.handlers.scheduled_pulls`) polls, and this connector serves it:
-
-- :func:`dequeue_events`: ``GET {gateway}/int/v1/externalSystem/{extSystemCode}/hotels/{hotelId}/businessEvents?limit=N``
-  (OPERA Cloud Integration Processor API 25.5, ``int.json`` in oracle/hospitality-api-docs: ``limit`` at
-  most 20, 200 ``{"businessEventData": [{"businessEvent": {"header": {...}, "details": [...]},
-  "businessEventId": {"id": ...}}]}`` or 204 when the queue is empty). The call **dequeues**: OPERA
-  removes what it returns ("OPERA de-queues the business events after fetching them", Oracle's
-  business-events accelerator guide). There is no offset to replay from, so the bridge keeps the
-  position itself (see scheduled_pulls). Only the header is kept: the ``details`` (old and new field
-  values) are personal data the bridge does not need, since it fetches the whole profile.
-- :meth:`OracleOperaConnector.fetch`: for ``NEW PROFILE`` / ``UPDATE PROFILE`` (the header's
-  ``actionType``; ``ORACLE_PROFILE_EVENTS``), ``GET {gateway}/crm/v1/profiles/{primaryKey}`` with the
-  headers ``authorization``, ``x-app-key`` and ``x-hotelid`` (``crm.json``, operation ``getProfile``).
-  ``primaryKey`` is the profile's "name id" for profile events (the schema's description).
-- Tokens: ``POST {gateway}/oauth/v1/tokens`` (``oauth.json``): Basic ``client id:client secret``,
-  ``x-app-key``, optional ``enterpriseId`` header, form ``grant_type=client_credentials`` and ``scope``
-  (``ORACLE_SCOPE``, default ``urn:opc:hgbu:ws:__myscopes__``: that value is second-hand, from public
-  integrators' code quoting Oracle's Postman collection). A token lasts an hour; it is cached per
-  container until 5 minutes before it expires, and renewed once when OHIP answers 401.
-
-Assumed or unknown (docs/platforms.md): the response of ``getProfile`` follows the schema
-(``profileDetails`` + ``profileIdList``); the spec's own example wraps it in ``profiles.profileInfo[]``
-instead, so both are read. Enum values arrive in either case (``Primary``/``PRIMARY``). Which
-``privacyInfo`` flag is marketing consent is not documented: ``optInEmail``/``optInSms`` by default
-(``ORACLE_EMAIL_OPTIN_FLAG``/``ORACLE_SMS_OPTIN_FLAG``), vetoed by ``allowEmail``/``allowSMS`` = false.
-OPERA has no "OTA email" flag: addresses at the relay domains of ``ORACLE_RELAY_EMAIL_DOMAINS`` are
-dropped.
+OPERA Cloud sends no webhook, and a Lambda cannot hold the WebSocket its events stream over: the scheduled
+``oracle_pull`` function (:mod:`chalicelib.handlers.scheduled_pulls`) dequeues business events with
+:func:`dequeue_events`, and :meth:`OracleOperaConnector.fetch` reads each event's profile from the CRM API.
+The calls, the token and what is assumed: docs/platforms.md, "Oracle OPERA Cloud".
 """
 
 from __future__ import annotations
@@ -42,14 +16,16 @@ from typing import Any
 from urllib.parse import quote
 
 import httpx
+from pydantic import Field
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
-from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
+from chalicelib.connectors.shared import answer_object, present
+from chalicelib.core.errors import PermanentError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.http import Deadline, raise_for_status, send
-from chalicelib.infra.settings import Settings
-from chalicelib.infra.tokens import TokenCache, read_token_response
+from chalicelib.infra.http import Deadline, send
+from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.tokens import TokenCache, request_client_credentials
 
 WHAT_EVENTS = "OHIP business events API"
 WHAT_PROFILE = "OPERA CRM API"
@@ -65,6 +41,44 @@ IGNORED_NAME_TYPES = {"incognito", "alternate", "phonetic", "external"}
 NON_VOICE_PHONES = {"fax", "pager", "telex", "data"}
 
 
+class OracleSettings(SettingsModel):
+    """The default tenant's OHIP access (a tenants document may give it per hotel) and the pull's bounds."""
+
+    env_prefix = "ORACLE_"
+
+    gateway_url: str | None = Field(default=None, description=(
+        "OPERA Cloud's OHIP gateway (`https://<host>`, without a path); the scheduled `oracle_pull` function "
+        "dequeues business events there every 5 minutes (OPERA pushes no webhook)"))
+    client_id: str | None = Field(default=None, description=(
+        "the OHIP integration's client id (token: `POST /oauth/v1/tokens`, Basic auth)"))
+    client_secret: str | None = secret("the OHIP integration's client secret (Basic auth of token requests)")
+    app_key: str | None = secret("the OHIP application key (`x-app-key` header on every call)")
+    enterprise_id: str | None = Field(default=None, description=(
+        "sent as the `enterpriseId` header of token requests when set (client-credentials environments)"))
+    scope: str = Field(default="urn:opc:hgbu:ws:__myscopes__", description=(
+        "scope of the client-credentials token (value from integrators' code, not Oracle's reference)"))
+    external_system_code: str | None = Field(default=None, description=(
+        "the external system whose business events are dequeued (OPERA Cloud → Interfaces → External Systems)"))
+    hotel_ids: str | None = Field(default=None, description=(
+        "comma-separated hotel codes polled for the default tenant (with a tenants document: its `oracle` "
+        "accounts, each with optional `gateway_url`, `client_id`, `client_secret`, `app_key`, `enterprise_id`, "
+        "`external_system_code` overriding the settings above)"))
+    profile_events: str = Field(default="NEW PROFILE,UPDATE PROFILE", description=(
+        "business event `actionType`s whose profile is fetched and imported; others are ignored"))
+    pull_max_events: int = Field(default=200, ge=1, le=10000, description=(
+        "events handled per run, all hotels together"))
+    pull_budget_seconds: float = Field(default=240.0, gt=0, le=900, description=(
+        "time one run may spend, capped by the Lambda's remaining time (raise `oracle_pull`'s "
+        "`lambda_timeout` to use it)"))
+    email_optin_flag: str = Field(default="optInEmail", description=(
+        "the `privacyInfo` flag read as email marketing consent (`allowEmail` = false always means no)"))
+    sms_optin_flag: str = Field(default="optInSms", description=(
+        "the `privacyInfo` flag read as SMS marketing consent (`allowSMS` = false always means no)"))
+    relay_email_domains: str = Field(
+        default="guest.booking.com,m.expediapartnercentral.com,agoda-messaging.com",
+        description="OTA relay email domains never imported (comma-separated)")
+
+
 @dataclass(frozen=True)
 class OhipCredentials:
     """One hotel's OHIP access: per-hotel values from the tenants document, else the settings."""
@@ -78,11 +92,11 @@ class OhipCredentials:
     scope: str
 
     @classmethod
-    def resolve(cls, settings: Settings, account: dict[str, str] | None) -> "OhipCredentials":
+    def resolve(cls, settings: OracleSettings, account: dict[str, str] | None) -> "OhipCredentials":
         account = account or {}
 
         def pick(key: str) -> str | None:
-            value = account.get(key) or getattr(settings, f"oracle_{key}")
+            value = account.get(key) or getattr(settings, key)
             return value.strip() if isinstance(value, str) and value.strip() else None
 
         gateway = pick("gateway_url")
@@ -93,31 +107,29 @@ class OhipCredentials:
             app_key=pick("app_key"),
             enterprise_id=pick("enterprise_id"),
             external_system_code=pick("external_system_code"),
-            scope=account.get("scope") or settings.oracle_scope,
+            scope=account.get("scope") or settings.scope,
         )
 
     def missing(self, pulling: bool = False) -> list[str]:
         """Names of the settings still needed (never their values)."""
         needed = ["gateway_url", "client_id", "client_secret", "app_key"] + (["external_system_code"] if pulling else [])
-        return [f"ORACLE_{name.upper()}" for name in needed if not getattr(self, name)]
+        return [OracleSettings.variable(name) for name in needed if not getattr(self, name)]
 
 
 class OracleOperaConnector(Connector):
     name = "oracle"
-    secret_setting = "oracle_client_secret"
+    settings_model = OracleSettings
+    secret_setting = "client_secret"
     id_field = "oracleId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
         raise unauthorized(NOT_PUSHED)
 
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        raise NotImplementedError("OPERA Cloud sends no webhooks (events are pulled): there is no request to sign")
-
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         raise unauthorized(NOT_PUSHED)  # never reached: verify refuses every request
 
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
-        credentials = OhipCredentials.resolve(context.settings, context.credentials(self.name, event.account_id))
+        credentials = OhipCredentials.resolve(self.platform_settings(), context.credentials(self.name, event.account_id))
         missing = credentials.missing()
         if missing:
             raise PermanentError(f"OPERA Cloud is not configured for this hotel ({', '.join(missing)})")
@@ -126,8 +138,7 @@ class OracleOperaConnector(Connector):
         response = ohip_request("GET", url, credentials, event.data["hotel_id"], context.deadline, WHAT_PROFILE)
         if response.status_code == 204:
             raise PermanentError(f"{WHAT_PROFILE} has no profile with this id (204)")
-        raise_for_status(response, WHAT_PROFILE)
-        details, id_list = profile_parts(_json_object(response, WHAT_PROFILE))
+        details, id_list = profile_parts(answer_object(response, WHAT_PROFILE))
         if details is None:
             raise PermanentError(f"{WHAT_PROFILE} answered a profile without profileDetails")
         if _lower(details.get("profileType")) in NON_GUEST_PROFILE_TYPES:
@@ -139,7 +150,7 @@ class OracleOperaConnector(Connector):
         return {"profileDetails": details, "profileIdList": id_list}
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
-        settings = context.settings
+        settings: OracleSettings = self.platform_settings()
         details = guest.get("profileDetails") if isinstance(guest.get("profileDetails"), dict) else {}
         customer = details.get("customer") if isinstance(details.get("customer"), dict) else {}
         name = primary_name(customer.get("personName"))
@@ -160,12 +171,12 @@ class OracleOperaConnector(Connector):
             displayName=display_name(first_name, last_name),
             civility=civility(name.get("namePrefix")) or civility(name.get("nameTitle")),
             language=language_code(customer.get("language")) or language_code(name.get("language")),
-            email=primary_email(details, _domains(settings.oracle_relay_email_domains)),
+            email=primary_email(details, _domains(settings.relay_email_domains)),
             phoneNumber=primary_phone(details, context.phone_region, nationality, _country(citizen.get("code"))),
-            emailOptin=consent(privacy, settings.oracle_email_optin_flag, "allowEmail"),
-            smsOptin=consent(privacy, settings.oracle_sms_optin_flag, "allowSMS"),
+            emailOptin=consent(privacy, settings.email_optin_flag, "allowEmail"),
+            smsOptin=consent(privacy, settings.sms_optin_flag, "allowSMS"),
             oracleId=profile_id(guest.get("profileIdList")) or clean_text(event.data.get("profile_id")),
-            metadata={key: value for key, value in metadata.items() if value},
+            metadata=present(metadata),
         )
 
 
@@ -182,8 +193,7 @@ def dequeue_events(credentials: OhipCredentials, hotel_id: str, limit: int, dead
                             params={"limit": max(1, min(MAX_DEQUEUE, limit))})
     if response.status_code == 204:
         return []
-    raise_for_status(response, WHAT_EVENTS)
-    items = _json_object(response, WHAT_EVENTS).get("businessEventData") or []
+    items = answer_object(response, WHAT_EVENTS).get("businessEventData") or []
     if not isinstance(items, list):
         raise PermanentError(f"{WHAT_EVENTS} answered businessEventData that is not a list")
     return [pulled_event(item, hotel_id) for item in items if isinstance(item, dict)]
@@ -211,8 +221,8 @@ def pulled_event(item: dict[str, Any], hotel_id: str) -> dict[str, str]:
     }
 
 
-def profile_events(settings: Settings) -> set[str]:
-    return {name.strip().upper() for name in settings.oracle_profile_events.split(",") if name.strip()}
+def profile_events(settings: OracleSettings) -> set[str]:
+    return {name.strip().upper() for name in settings.profile_events.split(",") if name.strip()}
 
 
 def pipeline_event(pulled: dict[str, str], hotel_id: str) -> Event:
@@ -235,7 +245,9 @@ def ohip_request(method: str, url: str, credentials: OhipCredentials, hotel_id: 
            credentials.scope)
     return _tokens.authorised(
         key,
-        lambda: _request_token(credentials, deadline),
+        lambda: request_client_credentials(
+            f"{credentials.gateway_url}/oauth/v1/tokens", deadline, what=WHAT_TOKEN,
+            form={"grant_type": "client_credentials", "scope": credentials.scope}, headers=_token_headers(credentials)),
         lambda token: send(method, url, deadline, what=what, headers={
             "authorization": f"Bearer {token}",
             "x-app-key": credentials.app_key or "",
@@ -246,14 +258,12 @@ def ohip_request(method: str, url: str, credentials: OhipCredentials, hotel_id: 
     )
 
 
-def _request_token(credentials: OhipCredentials, deadline: Deadline) -> tuple[str, float]:
+def _token_headers(credentials: OhipCredentials) -> dict[str, str]:
     basic = base64.b64encode(f"{credentials.client_id}:{credentials.client_secret}".encode()).decode()
     headers = {"Authorization": f"Basic {basic}", "x-app-key": credentials.app_key or ""}
     if credentials.enterprise_id:
         headers["enterpriseId"] = credentials.enterprise_id
-    response = send("POST", f"{credentials.gateway_url}/oauth/v1/tokens", deadline, what=WHAT_TOKEN, headers=headers,
-                    data={"grant_type": "client_credentials", "scope": credentials.scope})
-    return read_token_response(response, WHAT_TOKEN, default_lifetime=3600.0)
+    return headers
 
 
 # OHIP tokens last an hour: keep each until 5 minutes before it expires.
@@ -356,16 +366,6 @@ def _domains(setting: str) -> set[str]:
 def _country(value: Any) -> str | None:
     text = clean_text(value, max_length=20)
     return text.upper() if text and len(text) == 2 and text.isalpha() else None
-
-
-def _json_object(response: httpx.Response, what: str) -> dict[str, Any]:
-    try:
-        body = response.json()
-    except ValueError:
-        raise RetryableError(f"{what} answered 2xx with a body that is not JSON") from None
-    if not isinstance(body, dict):
-        raise RetryableError(f"{what} answered 2xx without a JSON object")
-    return body
 
 
 def _list(value: Any) -> list[Any]:

@@ -1,47 +1,10 @@
 """SevenRooms reservation and client webhooks.
 
-Everything about SevenRooms' push is second-hand: its API docs are gated behind provisioned accounts
-(../shared/platforms/reservations.md §2). What is known [S]:
-
-- ``POST`` JSON; the envelope is ``{entity, entity_type, event_type, updates}`` (a production consumer
-  and a second, independent receiver agree); one receiver shows a JSON **array** of envelopes, so one
-  object or an array of them is accepted;
-- ``event_type`` is ``created``, ``updated`` or ``deleted``; ``entity_type`` is matched on whether it
-  contains ``reservation`` or ``client``;
-- a reservation entity carries the guest (``first_name``, ``last_name``, ``email``, ``phone_number``,
-  ``client_id``, ``reservation_sms_opt_in``, ``venue_id``, ``venue_group_id``); a client entity carries
-  the client itself, under keys that are only partly proven (``first_name``/``firstname``, ...: every
-  documented alias is read);
-- language and salutation are not in the reservation: they come from ``GET {base}/clients/{client_id}``
-  with a token from ``POST {base}/auth`` (``client_id``/``client_secret``, token valid 24 hours, sent raw
-  in ``Authorization``) [V for the auth, S for the client fetch].
-
-**Authentication is unknown** (nothing public), so it is chosen by settings: ``SEVENROOMS_AUTH=token``
-(default) compares the ``?token=`` query parameter of the URL we register with
-``SEVENROOMS_WEBHOOK_SECRET``; ``SEVENROOMS_AUTH=hmac`` checks an HMAC-SHA256 of the raw body keyed
-with that secret, read from ``SEVENROOMS_SIGNATURE_HEADER`` as ``SEVENROOMS_SIGNATURE_ENCODING`` (hex
-or base64, an optional ``sha256=`` prefix tolerated). Both in constant time, before parsing. The one
-secret setting serves both modes, so ``secret_setting`` names what is set whenever the connector is
-configured; with it unset everything is refused (401).
-
-**The client fetch is required when it is configured** (``SEVENROOMS_CLIENT_ID``/``_SECRET``, or the
-tenant's account entry): a failure that can heal is retried through the queue rather than importing
-the webhook's fields alone, because (1) Fullwhere merges only on the email/phone pair, and the client
-record is what decides that pair: importing first with the reservation's copy and later with the
-client's would create two customers when they differ; (2) Fullwhere only fills null fields, so a
-language, civility or consent missed now is only ever filled by a later event, which may never come;
-(3) a reservation import is not urgent, the queue delays it by minutes. A 404 for the client is
-permanent (dead-lettered with its reason). Without API credentials there is no fetch and the webhook's
-fields are imported as they are.
-
-``reservation_sms_opt_in`` sits next to ``send_reminder_sms`` and apart from SevenRooms' marketing
-flags (``venue_group_marketing_opt_in``/``venue_marketing_opt_in`` in the booking API): it reads as
-consent to reservation SMS, not to marketing, so it does not fill ``smsOptin`` unless
-``SEVENROOMS_SMS_OPTIN_IS_MARKETING`` says otherwise (then ``true`` only); it is kept in metadata. The
-client's ``marketing_optin`` fills ``emailOptin``: ``true``, or ``false`` when an opt-out time is
-recorded; a bare ``false`` may mean "never asked" and stays null, since Fullwhere only fills nulls.
-A client marked ``is_contact_private`` keeps its contact details private: its email and phone are not
-imported.
+SevenRooms' API documentation is gated, so the envelope and the client fetch are second-hand, and how
+the push is authenticated is unknown: SEVENROOMS_AUTH chooses a URL token or a body HMAC. When API
+credentials are set, the guest's client record is required (a failed fetch is retried rather than
+importing the webhook's copy), since it decides the email/phone pair Fullwhere merges on. Sources and
+judgement calls: docs/platforms.md (SevenRooms).
 """
 
 from __future__ import annotations
@@ -53,7 +16,7 @@ from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from chalicelib.connectors.base import (
     Connector,
@@ -65,12 +28,13 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
+from chalicelib.connectors.shared import answer_object, present
 from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.http import Deadline, json_object, raise_for_status, send
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.http import Deadline, send
+from chalicelib.infra.settings import Settings, SettingsModel, secret
 from chalicelib.infra.tokens import TokenCache
 
 WHAT = "SevenRooms API"
@@ -100,6 +64,48 @@ ENTITY_KEYS = (ID_KEYS + FIRST_NAME + LAST_NAME + EMAIL + PHONE + PHONE_LOCALE +
 CIVILITIES = {"mr": "Mr.", "mrs": "Mrs.", "ms": "Ms.", "miss": "Miss", "mx": "Mx.", "dr": "Dr."}
 
 
+class SevenRoomsSettings(SettingsModel):
+    env_prefix = "SEVENROOMS_"
+
+    auth: str = Field(
+        default="token", pattern=r"^(?i:token|hmac)$",
+        description="how SevenRooms' push is authenticated (not public, agree it with SevenRooms): `token` = "
+        "`?token=<SEVENROOMS_WEBHOOK_SECRET>` in the URL you register; `hmac` = HMAC-SHA256 of the raw body keyed "
+        "with `SEVENROOMS_WEBHOOK_SECRET`, in `SEVENROOMS_SIGNATURE_HEADER`")
+    webhook_secret: str | None = secret(
+        "a long random secret you choose: the URL token (`token` mode) or the HMAC key (`hmac` mode). Unset, every "
+        "SevenRooms webhook gets 401. Make a new one when you switch mode")
+    signature_header: str = Field(
+        default="X-SevenRooms-Signature",
+        description="`hmac` mode only: the header carrying the signature (our guess until SevenRooms documents "
+        "its scheme)")
+    signature_encoding: str = Field(
+        default="hex", pattern=r"^(?i:hex|base64)$",
+        description="`hmac` mode only: the signature's encoding, `hex` or `base64` (a `sha256=` prefix is accepted); "
+        "our guess until SevenRooms documents its scheme")
+    client_id: str | None = Field(
+        default=None,
+        description="SevenRooms API client id (venue group), for the default tenant; a tenant's account entry may "
+        "carry its own `client_id`/`client_secret`. With API credentials, each guest's client record is fetched "
+        "(language, salutation, marketing consent) and a failed fetch is retried; without them, only the "
+        "webhook's fields are imported")
+    client_secret: str | None = secret("SevenRooms API client secret, with `SEVENROOMS_CLIENT_ID`")
+    api_url: str = Field(
+        default="https://api.sevenrooms.com/2_4",
+        description="SevenRooms API base (`https://api.eu.sevenrooms.com/2_4` in the EU, "
+        "`https://demo.sevenrooms.com/api-ext/2_4` for the demo)")
+    sms_optin_is_marketing: bool = Field(
+        default=False,
+        description="set to `true` only if SevenRooms confirms that a reservation's `reservation_sms_opt_in` is "
+        "marketing consent; then it fills `smsOptin` (by default it reads as consent to reservation reminders "
+        "and is only kept in metadata)")
+
+    @field_validator("auth", "signature_encoding")
+    @classmethod
+    def _lower_case(cls, value: str) -> str:
+        return value.lower()
+
+
 class Envelope(PayloadModel):
     entity: dict[str, Any]
     entity_type: str = Field(min_length=1)
@@ -109,30 +115,24 @@ class Envelope(PayloadModel):
 
 class SevenRoomsConnector(Connector):
     name = "sevenrooms"
-    secret_setting = "sevenrooms_webhook_secret"
+    settings_model = SevenRoomsSettings
+    secret_setting = "webhook_secret"
     id_field = "sevenroomsId"
 
     # -- authentication ----------------------------------------------------------------------------
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
         secret = self.webhook_secret(settings)
-        if settings.sevenrooms_auth.lower() == "token":
+        own: SevenRoomsSettings = self.platform_settings()
+        if own.auth == "token":
             if not equal(request.query.get(TOKEN_PARAMETER), secret):
                 raise unauthorized("SevenRooms token query parameter missing or wrong")
             return
-        header = settings.sevenrooms_signature_header
+        header = own.signature_header
         signature = request.header(header)
         if not signature:
             raise unauthorized(f"missing {header}")
-        if not _signature_matches(secret, request.body, signature, settings.sevenrooms_signature_encoding.lower()):
+        if not _signature_matches(secret, request.body, signature, own.signature_encoding):
             raise unauthorized("SevenRooms signature does not match")
-
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        secret = self.webhook_secret(settings)
-        if settings.sevenrooms_auth.lower() == "token":
-            return {}, {TOKEN_PARAMETER: secret}
-        digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-        encoded = digest.hex() if settings.sevenrooms_signature_encoding.lower() == "hex" else base64.b64encode(digest).decode()
-        return {settings.sevenrooms_signature_header: encoded}, {}
 
     # -- parsing -----------------------------------------------------------------------------------
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
@@ -165,20 +165,21 @@ class SevenRoomsConnector(Connector):
         client_id = data.get("client_id")
         if not client_id or not _needs_client(data["entity_type"], data["entity"]):
             return data
-        credentials = self._api_credentials(context, event.account_id)
+        own: SevenRoomsSettings = self.platform_settings()
+        credentials = self._api_credentials(context, event.account_id, own)
         if credentials is None:
             return data  # no API access configured: the webhook's fields are all there is
-        return {**data, "client": _fetch_client(context.settings.sevenrooms_api_url, credentials, client_id,
-                                                context.deadline)}
+        return {**data, "client": _fetch_client(own.api_url, credentials, client_id, context.deadline)}
 
-    def _api_credentials(self, context: Context, account_id: str | None) -> tuple[str, str] | None:
+    def _api_credentials(self, context: Context, account_id: str | None,
+                         own: SevenRoomsSettings) -> tuple[str, str] | None:
         """The account's own ``client_id``/``client_secret`` from the tenants document, else the settings'."""
         account = context.credentials(self.name, account_id)
         if account.get("client_id") or account.get("client_secret"):
             client_id, client_secret = account.get("client_id"), account.get("client_secret")
             where = "this account's entry in the tenants document"
         else:
-            client_id, client_secret = context.settings.sevenrooms_client_id, context.settings.sevenrooms_client_secret
+            client_id, client_secret = own.client_id, own.client_secret
             where = "SEVENROOMS_CLIENT_ID / SEVENROOMS_CLIENT_SECRET"
         if not client_id and not client_secret:
             return None
@@ -224,9 +225,9 @@ class SevenRoomsConnector(Connector):
             phoneNumber=None if private else _first(sources, PHONE, lambda value: normalise_phone(value, *regions)),
             emailOptin=_marketing_consent(client_records),
             # Even as marketing consent, a false may mean "not asked": only a stated opt-in is sent.
-            smsOptin=True if context.settings.sevenrooms_sms_optin_is_marketing and sms is True else None,
+            smsOptin=True if self.platform_settings().sms_optin_is_marketing and sms is True else None,
             sevenroomsId=guest.get("client_id"),
-            metadata={key: value for key, value in metadata.items() if value},
+            metadata=present(metadata),
         )
 
 
@@ -269,10 +270,16 @@ def _signature_matches(secret: str, body: bytes, given: str, encoding: str) -> b
     given = given.strip()
     if given[:7].lower() == "sha256=":
         given = given[7:]
-    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
-    if encoding == "hex":
-        return equal(given.lower(), digest.hex())
-    return equal(given, base64.b64encode(digest).decode())
+    # Hex is compared case-insensitively; base64 is case-sensitive.
+    return equal(given.lower() if encoding == "hex" else given, _encoded(_digest(secret, body), encoding))
+
+
+def _digest(secret: str, body: bytes) -> bytes:
+    return hmac.new(secret.encode(), body, hashlib.sha256).digest()
+
+
+def _encoded(digest: bytes, encoding: str) -> str:
+    return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
 
 
 def _fetch_client(api_url: str, credentials: tuple[str, str], client_id: str, deadline: Deadline) -> dict[str, Any]:
@@ -283,20 +290,16 @@ def _fetch_client(api_url: str, credentials: tuple[str, str], client_id: str, de
         lambda token: send("GET", url, deadline, what=WHAT, headers={"Authorization": token}),
         refused=f"{WHAT} refused a fresh token (401): check the SevenRooms API credentials",
     )
-    raise_for_status(response, WHAT)
-    client = (json_object(response) or {}).get("data")
-    if not isinstance(client, dict):
-        raise RetryableError(f"{WHAT} answered 2xx without a client in data")
-    return client
+    return answer_object(response, WHAT, "data")
 
 
 def _request_token(api_url: str, credentials: tuple[str, str], deadline: Deadline) -> tuple[str, float]:
     what = "SevenRooms auth endpoint"
     response = send("POST", f"{api_url}/auth", deadline, what=what,
                     data={"client_id": credentials[0], "client_secret": credentials[1]})
-    raise_for_status(response, what)
-    data = (json_object(response) or {}).get("data")
-    token = data.get("token") if isinstance(data, dict) else None
+    # Not OAuth's shape: {"data": {"token", "token_expiration_datetime"}}.
+    data = answer_object(response, what, "data")
+    token = data.get("token")
     if not isinstance(token, str) or not token:
         raise RetryableError(f"{what} answered without a token")
     return token, _lifetime(data.get("token_expiration_datetime"))

@@ -1,18 +1,8 @@
 """Oracle Simphony POS: STS Gen2 Notifications (``POST /webhooks/simphony``).
 
-Authentication [vendor docs, ../shared/platforms/hospitality.md §2.2.1]: every notification carries a
-``Digest`` header, the Base64 of the HMAC-SHA256 of the raw (ASCII) body keyed with the Base64-decoded
-``hmacKey`` the integrator registered, and a ``Key-Id`` header naming that key. ``SIMPHONY_HMAC_KEYS``
-is a JSON object ``{"<keyId>": "<base64 hmacKey>"}``: several keys may be listed, so a key can be
-rotated (``PUT …/notifications/registration``) without refusing notifications signed with the old one.
-An unknown ``Key-Id``, a missing or wrong ``Digest``, or no keys configured: 401. Keys that are not a
-JSON object of Base64 strings are a configuration error: 503, and Simphony's notification is lost
-(it never retries), so check the setting when you deploy.
-
-No guest is imported. A ``CheckNotification`` carries ``checkRef`` and a status only [vendor docs];
-the check itself (``GET {basePath}/checks/{checkRef}``) has no documented guest identity, so the
-bridge verifies each notification and acknowledges it (200, within Simphony's 15 s, no retries on
-their side) and counts every message as ``ignored``. ``map`` is never reached.
+Each notification is verified (``Digest`` = Base64 HMAC-SHA256 of the body, keyed with the key named by
+``Key-Id``) and acknowledged, but nothing is imported: notifications name checks, never a guest. Keys,
+rotation and why nothing is imported: docs/platforms.md (Oracle Simphony).
 """
 
 from __future__ import annotations
@@ -39,7 +29,16 @@ from chalicelib.connectors.base import (
 from chalicelib.core.errors import SettingsError, unauthorized
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.settings import Settings
+from chalicelib.infra.settings import Settings, SettingsModel, secret
+
+
+class SimphonySettings(SettingsModel):
+    env_prefix = "SIMPHONY_"
+
+    # Parsed when a notification arrives (hmac_keys below), not at load: a malformed value makes this
+    # webhook answer 503 without breaking /health or the other platforms.
+    hmac_keys: str | None = secret('Simphony notification keys as JSON `{"<keyId>": "<base64 hmacKey>"}`, the '
+                                   "pairs you registered (several during a key rotation)")
 
 
 class MessageType(PayloadModel):
@@ -57,7 +56,8 @@ class Notification(PayloadModel):
 
 class OracleSimphonyConnector(Connector):
     name = "simphony"
-    secret_setting = "simphony_hmac_keys"
+    settings_model = SimphonySettings
+    secret_setting = "hmac_keys"
     id_field = "oracleId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
@@ -73,11 +73,6 @@ class OracleSimphonyConnector(Connector):
             raise unauthorized("unknown Key-Id")
         if not equal(digest, body_digest(key, request.body)):
             raise unauthorized("Simphony Digest does not match")
-
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        keys = hmac_keys(self.webhook_secret(settings))
-        key_id, key = next(iter(keys.items()))
-        return {"Content-Type": "application/json", "Key-Id": key_id, "Digest": body_digest(key, body)}, {}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         notification = validate(Notification, load_json(request.body), "Simphony notification")

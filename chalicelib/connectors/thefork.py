@@ -1,36 +1,9 @@
-"""TheFork Manager B2B API webhooks (``customerCreated``/``customerUpdated``, ``reservationCreated``/``reservationUpdated``).
+"""TheFork Manager B2B API webhooks (customer and reservation events, created or updated).
 
-Authentication [vendor docs, docs.thefork.io/B2B-API/event-webhook-flow]: no signature; the URL we give
-TheFork carries a token we generate (``?token=...``). It is compared in constant time with
-``THEFORK_WEBHOOK_TOKEN`` and, like every query value, never logged.
-
-The webhook carries ids only (``entityType``, ``eventType``, ``uuid``, plus ``groupUuid`` and, for
-reservations, ``restaurantUuid``; an older version of the page shows neither, so both are optional).
-``customer*`` events → ``GET {THEFORK_API_URL}/v1/customers/{uuid}``; ``reservation*`` events →
-``GET {THEFORK_API_URL}/v1/reservations/{uuid}``, then the customer behind its ``customerUuid`` (none for
-a walk-in: nothing to import). Review events and anything else are acknowledged and ignored. URLs are
-built from our setting and a uuid checked against a strict pattern, so a payload cannot redirect our
-token.
-
-Token [vendor docs, docs.thefork.io/B2B-API/authentication]: Auth0 client credentials,
-``POST {THEFORK_AUTH_URL}/oauth/token`` with a **form-encoded** body (``audience=https://api.thefork.io&
-grant_type=client_credentials&client_id=...&client_secret=...``: TheFork's own example is
-``curl -d '...'``). A token lives 8600 s and TheFork asks not to request a new one before the old one
-expires, so it is cached per container for its lifetime (less one minute) and renewed early only when
-the API answers 401.
-
-Acknowledgement: ``200`` [vendor docs] with ``{"data":{}}`` within a few seconds [second-hand:
-api-evangelist/lafourchette's capture of the same page].
-
-Mapping (customer object of the decoded B2B contract): ``firstName``, ``lastName``, ``email``, ``phone``,
-``locale`` → language, ``civility`` (values undocumented on this object; the booking request's enum
-``mr``, ``mrs``, ``ms``, ``mx``, ``doctor``, ... is assumed), ``optins.restaurantNewsletter`` → ``emailOptin``
-(``true`` only: the field defaults to ``false`` and "when false is provided it will not unsubscribe the
-diner", so ``false`` states no refusal), ``customerUuid`` → ``theForkId``. The customer object documents
-no SMS consent: ``smsOptin`` stays null. Allergies, notes and other health-adjacent or internal fields
-are never imported.
-
-Tenant routing: ``restaurantUuid``, else ``groupUuid`` (customer events carry only the group).
+TheFork signs nothing: the URL we give it carries a token we generate (``?token=``). Webhooks carry ids
+only, so the customer (or the reservation, then its customer) is read from the B2B API with an Auth0
+client-credentials token, kept for its whole life because TheFork asks not to renew early. Sources,
+mapping and judgement calls: docs/platforms.md (TheFork).
 """
 
 from __future__ import annotations
@@ -51,13 +24,14 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
-from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.connectors.shared import answer_object, present
+from chalicelib.core.errors import PermanentError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.http import Deadline, json_object, raise_for_status, send
-from chalicelib.infra.settings import Settings
-from chalicelib.infra.tokens import TokenCache, read_token_response
+from chalicelib.infra.http import Deadline, send
+from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.tokens import TokenCache, request_client_credentials
 
 # eventType → the entity it is about (and the API collection to fetch it from).
 IMPORTED_EVENTS = {
@@ -86,6 +60,20 @@ CIVILITIES = {
 }
 
 
+class TheForkSettings(SettingsModel):
+    env_prefix = "THEFORK_"
+
+    webhook_token: str | None = secret("the token you generated and put in the webhook URL given to TheFork "
+                                       "(`?token=`)")
+    client_id: str | None = Field(default=None, description="the B2B API client id TheFork sends you (Auth0 client "
+                                  "credentials); a tenant's account entry may carry its own `client_id`")
+    client_secret: str | None = secret("the B2B API client secret, with `THEFORK_CLIENT_ID`; a tenant's account "
+                                       "entry may carry its own `client_secret`")
+    api_url: str = Field(default="https://api.thefork.io/manager",
+                         description="TheFork B2B API (customers and reservations are read there)")
+    auth_url: str = Field(default="https://auth.thefork.io", description="TheFork's token endpoint (`/oauth/token`)")
+
+
 class Notification(PayloadModel):
     entityType: str = Field(min_length=1)
     eventType: str = Field(min_length=1)
@@ -96,7 +84,8 @@ class Notification(PayloadModel):
 
 class TheForkConnector(Connector):
     name = "thefork"
-    secret_setting = "thefork_webhook_token"
+    settings_model = TheForkSettings
+    secret_setting = "webhook_token"
     id_field = "theForkId"
     ack_body = '{"data":{}}'
     ack_content_type = "application/json"
@@ -104,9 +93,6 @@ class TheForkConnector(Connector):
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
         if not equal(request.query.get("token"), self.webhook_secret(settings)):
             raise unauthorized("TheFork token query parameter missing or wrong")
-
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        return {"Content-Type": "application/json"}, {"token": self.webhook_secret(settings)}
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         notification = validate(Notification, load_json(request.body), "TheFork webhook")
@@ -128,7 +114,7 @@ class TheForkConnector(Connector):
         return ParsedWebhook(events=[event])
 
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
-        client = _Client(context, context.credentials(self.name, event.account_id))
+        client = _Client(self.platform_settings(), context.deadline, context.credentials(self.name, event.account_id))
         if event.data["entity"] == "reservation":
             reservation = client.get("reservations", event.data["uuid"])
             customer_uuid = reservation.get("customerUuid")
@@ -174,7 +160,7 @@ class TheForkConnector(Connector):
             # states consent. No SMS consent is documented on the customer object.
             emailOptin=True if isinstance(optins, dict) and optins.get("restaurantNewsletter") is True else None,
             theForkId=clean_text(customer.get("customerUuid")) or clean_text(guest.get("customer_uuid")),
-            metadata={key: value for key, value in metadata.items() if value},
+            metadata=present(metadata),
         )
 
 
@@ -192,14 +178,13 @@ def locale_region(locale: str | None) -> str | None:
 class _Client:
     """GETs on the B2B API with the cached bearer token of the credentials in use."""
 
-    def __init__(self, context: Context, account_credentials: dict[str, str]):
-        settings = context.settings
-        self.deadline = context.deadline
-        self.api_url = settings.thefork_api_url
-        self.auth_url = settings.thefork_auth_url
+    def __init__(self, settings: TheForkSettings, deadline: Deadline, account_credentials: dict[str, str]):
+        self.deadline = deadline
+        self.api_url = settings.api_url
+        self.auth_url = settings.auth_url
         # A tenant may give an account its own API client; otherwise the settings' one is used.
-        self.client_id = account_credentials.get("client_id") or settings.thefork_client_id
-        self.client_secret = account_credentials.get("client_secret") or settings.thefork_client_secret
+        self.client_id = account_credentials.get("client_id") or settings.client_id
+        self.client_secret = account_credentials.get("client_secret") or settings.client_secret
         if not self.client_id or not self.client_secret:
             raise PermanentError("TheFork client id or secret not configured")
 
@@ -207,31 +192,21 @@ class _Client:
         url = f"{self.api_url}/v1/{collection}/{quote(uuid, safe='')}"
         response = _tokens.authorised(
             (self.auth_url, self.client_id),
-            lambda: _request_token(self.auth_url, self.client_id, self.client_secret, self.deadline),
+            self._request_token,
             lambda token: send("GET", url, self.deadline, what=WHAT,
                                headers={"Authorization": f"Bearer {token}", "Accept": "application/json"}),
             refused=f"{WHAT} refused a fresh token (401): check the client's access to this restaurant",
         )
-        raise_for_status(response, WHAT)
-        body = json_object(response)
-        if body is None:
-            raise RetryableError(f"{WHAT} answered 2xx without a JSON object")
-        return body
+        return answer_object(response, WHAT)
 
-
-def _request_token(auth_url: str, client_id: str, client_secret: str, deadline: Deadline) -> tuple[str, float]:
-    what = "TheFork token endpoint"
-    # Form-encoded, as in TheFork's own example (curl -d 'audience=...&grant_type=...').
-    response = send("POST", f"{auth_url}/oauth/token", deadline, what=what, data={
-        "audience": AUDIENCE,
-        "grant_type": "client_credentials",
-        "client_id": client_id,
-        "client_secret": client_secret,
-    })
-    return read_token_response(response, what, default_lifetime=8600.0)  # TheFork documents 8600 s
+    def _request_token(self) -> tuple[str, float]:
+        # Form-encoded, as in TheFork's own example (curl -d 'audience=...'); a token lives 8600 s.
+        return request_client_credentials(
+            f"{self.auth_url}/oauth/token", self.deadline, what="TheFork token endpoint",
+            form={"audience": AUDIENCE, "grant_type": "client_credentials",
+                  "client_id": self.client_id, "client_secret": self.client_secret},
+            default_lifetime=8600.0)
 
 
 # TheFork asks not to request a token before the previous one expires: renew one minute before.
 _tokens = TokenCache(margin_seconds=60)
-
-

@@ -1,33 +1,9 @@
 """Zelty (French restaurant POS) webhooks, version ``v2``.
 
-Everything known about Zelty's webhooks is second-hand (public integrations that read the OpenAPI spec
-at docs.zelty.fr and observed real calls; ``../shared/platforms/delivery.md`` §3), so each guess below
-is either a documented default that a setting overrides, or a refusal.
-
-Signature [second-hand]: ``x-zelty-hmac-sha256`` is the hex HMAC-SHA256 of the raw body, keyed with the
-``secret_key`` *we* choose when registering the webhook (``POST /webhooks``), set here as
-``ZELTY_WEBHOOK_SECRET``. The header was observed on a real call and is not documented. Only ``v2``
-webhooks are signed: a ``v1`` body "arrives bare", so anyone could forge one. Unsigned requests are
-refused (401) and the reason tells the operator to register the webhook as ``v2`` with a secret.
-
-Envelope [second-hand, "as the OpenAPI spec describes it"]: ``{event_id, event_name, created_at,
-version, brand_id, restaurant_id, data}``. The account is ``restaurant_id``, else ``brand_id``.
-
-The customer [unknown]: Zelty's customer object and its customer events are not public. The only
-trustworthy names are those Fullwhere itself stores in its ``metadata.zelty`` mirror of Zelty's customer
-(``fullwhere.md`` §3: ``id``, ``fname``, ``name``, ``mail``, ``phone``, ``sms_optin``, ``mail_optin``,
-``nb_orders``, ``turnover``, ``addresses[]``). Where the customer sits in which event (an order's
-``data.customer``, a customer event's ``data``) and which key holds each field is therefore the
-``ZELTY_CUSTOMER_PATHS`` setting (JSON), with the defaults in :data:`DEFAULT_CUSTOMER_PATHS`. An event
-whose name no rule matches (``dish.availability_update``, ``till.close``, ...), or whose customer object
-is absent, is acknowledged and counted as ignored: Zelty retries any non-200 indefinitely.
-
-Zelty aggregates delivery-platform orders; a customer taken from a Deliveroo or Uber Eats order would
-carry that platform's relay phone. When the ``relay`` rule finds such a channel on the event, the
-contact details and opt-ins are not imported (the field holding the channel is a guess: see docs).
-
-No fetch: the customer travels in the webhook. ``GET /orders/{id}`` exists [inferred] but would need a
-Zelty API key per brand for a response shape that is just as unknown (docs/platforms.md).
+Everything known about Zelty's webhooks is second-hand and its customer object is not public, so each
+guess is a documented default that ZELTY_CUSTOMER_PATHS overrides, or a refusal: unsigned ``v1``
+webhooks could be forged and are refused. The customer travels in the webhook (no fetch). Sources,
+defaults and judgement calls: docs/platforms.md (Zelty).
 """
 
 from __future__ import annotations
@@ -50,14 +26,33 @@ from chalicelib.connectors.base import (
     load_json,
     validate,
 )
+from chalicelib.connectors.shared import present
 from chalicelib.core.errors import SettingsError, describe_validation_error, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
-from chalicelib.core.signatures import hex_signature_matches, hmac_sha256_hex
+from chalicelib.core.signatures import hex_signature_matches
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.settings import Settings, get_settings
+from chalicelib.infra.settings import Settings, SettingsModel, secret
 
 SIGNATURE_HEADER = "x-zelty-hmac-sha256"
-SETTING = "ZELTY_CUSTOMER_PATHS"
+
+
+class ZeltySettings(SettingsModel):
+    env_prefix = "ZELTY_"
+
+    webhook_secret: str | None = secret(
+        "the `secret_key` you chose and registered with Zelty's `POST /webhooks` (version `v2`); it keys the "
+        "`x-zelty-hmac-sha256` signature. Unsigned (`v1`) webhooks are refused")
+    # Validated on first use by customer_paths(), so that a mistake answers 503 naming the setting.
+    customer_paths: str | None = Field(
+        default=None,
+        description="JSON: which events carry a customer and where, which Zelty key holds each field, extra "
+        "metadata, and the delivery-platform channels whose relay contacts are not imported. Unset, the defaults "
+        "in docs/platforms.md (order events: `data.customer`; `customer.created`/`customer.updated`: `data`; keys "
+        "`id`, `fname`, `name`, `mail`, `phone`, `sms_optin`, `mail_optin`). Zelty's customer object is not "
+        "public, so this is where a correction goes")
+
+
+SETTING = ZeltySettings.variable("customer_paths")
 
 # Every section is replaced as a whole by the same section of ZELTY_CUSTOMER_PATHS; sections left out
 # keep these defaults. Event paths and relay paths start at the envelope; field and metadata paths
@@ -232,7 +227,8 @@ class Envelope(PayloadModel):
 
 class ZeltyConnector(Connector):
     name = "zelty"
-    secret_setting = "zelty_webhook_secret"
+    settings_model = ZeltySettings
+    secret_setting = "webhook_secret"
     id_field = "zeltyId"
 
     def verify(self, request: WebhookRequest, settings: Settings) -> None:
@@ -247,14 +243,10 @@ class ZeltyConnector(Connector):
         if not hex_signature_matches(secret, request.body, signature):
             raise unauthorized("Zelty signature does not match")
 
-    def sign(self, body: bytes, settings: Settings) -> tuple[dict[str, str], dict[str, str]]:
-        return {SIGNATURE_HEADER: hmac_sha256_hex(self.webhook_secret(settings), body)}, {}
-
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         document = load_json(request.body)
         envelope = validate(Envelope, document, "Zelty webhook")
-        # parse() receives no settings: the container's are already loaded by the webhook handler.
-        paths = customer_paths(get_settings().zelty_customer_paths)
+        paths = customer_paths(self.platform_settings().customer_paths)
         locations = paths.locate(envelope.event_name)
         if locations is None:
             return ParsedWebhook(events=[], ignored=[envelope.event_name])
@@ -323,7 +315,7 @@ class ZeltyConnector(Connector):
             smsOptin=None if relayed else _flag(customer.get("sms_optin")),
             emailOptin=None if relayed else _flag(customer.get("email_optin")),
             zeltyId=clean_text(_text(customer.get("id"))),
-            metadata={key: value for key, value in metadata.items() if isinstance(value, str) and value},
+            metadata=present(metadata),
         )
 
 

@@ -1,15 +1,8 @@
 """The few exception types the bridge uses to decide what happens to an event.
 
-Every failure is one of two kinds, and the kind alone decides the event's fate:
-- :class:`RetryableError`: something that can heal (a platform or Fullwhere down, slow or rate-limiting,
-  DynamoDB unreachable, the inline budget spent). The event goes to the retry queue. Its subclass
-  :class:`OutcomeUnknown` says the request may have been applied all the same.
-- :class:`PermanentError`: something that will never succeed as is (Fullwhere rejected the customer,
-  the platform says the order does not exist, credentials are missing). The event goes to the
-  dead-letter queue with the reason.
-
-:class:`RejectedRequest` is different: it is the answer to a webhook we refuse outright (bad signature,
-malformed body, unknown platform, too large), before any event was accepted.
+A failure's kind alone decides the event's fate: :class:`RetryableError` can heal (retry queue),
+:class:`PermanentError` never will (dead-letter queue). :class:`RejectedRequest` refuses a webhook before any
+event was accepted. The kinds in full: docs/architecture.md, "Error kinds".
 """
 
 from __future__ import annotations

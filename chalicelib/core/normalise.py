@@ -3,7 +3,7 @@
 Phones go through ``phonenumbers`` (the lite build: metadata only, no geocoder or carrier data) and
 leave as E.164; what does not parse as a valid number is dropped rather than imported wrong. Emails are
 lower-cased and checked with a deliberately plain syntactic rule: the ``email-validator`` package would
-add ~70 ms to every cold start, and deliverability cannot be checked offline anyway.
+lengthen every cold start (docs/performance.md), and deliverability cannot be checked offline anyway.
 """
 
 from __future__ import annotations

@@ -1,26 +1,9 @@
 """The identity ledger (DynamoDB): one Fullwhere customer per guest known only by a platform id.
 
-Fullwhere merges on the email/phoneNumber pair only. A guest with neither (an Uber Eats eater, a
-Deliveroo diner with a loyalty card, a Mews profile without contact) would become a new Fullwhere
-customer on every order. The ledger remembers, per (tenant, platform, platform customer id), that the
-guest was imported, the Fullwhere customer id when the import answered one, a fingerprint of what was
-sent, and timestamps. Guests with an email or a phone never touch it: Fullwhere deduplicates them, and
-keeping them off the ledger keeps boto3 off the common path.
-
-Concurrency: before importing, a delivery *claims* the guest with a conditional write; a second
-delivery arriving meanwhile fails the condition and is retried later (by then the guest is
-imported). A failed import gives the claim back (``released``), unless its outcome is unknown.
-
-Imports in doubt: when an import went out and its answer was lost (a timeout, a dropped connection,
-a 500: :class:`~chalicelib.core.errors.OutcomeUnknown`), Fullwhere may have stored the guest, and a second
-import would create a second customer. The claim is then kept as ``in_doubt``; so is a claim whose
-holder died (older than :data:`STALE_CLAIM_SECONDS`). The next delivery gets :class:`InDoubt`, and the
-pipeline looks for the guest in Fullwhere before anything else: :meth:`IdentityLedger.landed` records
-the customer it found, :meth:`IdentityLedger.retake` claims the guest again to import it.
-
-A known guest whose details changed is not sent again. The partner API has no update call, and a
-contactless guest cannot be merged, so a second import would create a second customer: the new
-fingerprint is recorded and the change is reported as ``known_guest_changed``.
+Fullwhere merges on email/phone only, so a guest with neither would become a new customer on every order.
+A delivery claims the guest with a conditional write before importing; an import whose answer was lost
+keeps its claim ``in_doubt`` until Fullwhere has been checked; a known guest whose details changed is not
+sent again. The design: docs/architecture.md, "The identity ledger".
 """
 
 from __future__ import annotations

@@ -1,15 +1,8 @@
 """The retry queue and the dead-letter queue (SQS).
 
-A :class:`RetryJob` is everything needed to resume an event at the step that failed: the platform,
-the tenant, the event itself, the stage to resume at and that stage's payload (e.g. the already mapped
-customer, so a Fullwhere outage does not make us fetch the guest again), plus the attempt count, when
-the event was first seen and the last error.
-
-The dead-letter queue receives what can never succeed (a permanent error, an event no tenant owns,
-a job that cannot be read) or kept failing until its last attempt, as a :class:`DeadLetter` with the
-reason. The retry queue's redrive policy also moves there what the worker could not even handle.
-
-Both queues are reached through boto3, imported only on these paths (:mod:`chalicelib.infra.aws`).
+A :class:`RetryJob` is what is needed to resume an event at the stage that failed; a :class:`DeadLetter`
+is what can never succeed, with its reason (docs/architecture.md, "The queues"). Both queues are reached
+through boto3, imported only on these paths (:mod:`chalicelib.infra.aws`).
 """
 
 from __future__ import annotations

@@ -1,32 +1,9 @@
-"""Declarative sources: connect a platform by configuration alone.
+"""Declarative sources: platforms connected by configuration alone, described in the sources document.
 
-Some platforms publish no webhook specification (Como, Groupe Partouche, Chr365), or one known only
-second-hand (Zenchef). Each of them is described in the *sources document* (JSON or YAML, from the file
-named by ``SOURCES_FILE`` or the Secrets Manager secret named by ``SOURCES_SECRET_ID``), and served by
-the one generic :class:`~chalicelib.connectors.declarative.DeclarativeConnector`::
-
-    sources:
-      - name: zenchef                 # the route: POST /webhooks/zenchef
-        preset: zenchef               # optional: start from a shipped preset (chalicelib/connectors/presets/)
-        auth: {type: hmac, header: X-Zenchef-Signature, secret_env: ZENCHEF_WEBHOOK_SECRET}
-        # everything below may come from the preset, and any of it may be overridden here
-        id_field: zenchefId
-        events: "[@]"                 # JMESPath: the list of events in the body
-        event_type: event             # JMESPath in one event
-        import_events: [booking.created, booking.changed]
-        event_id: booking.uid
-        account_id: restaurant_id     # tenant routing
-        fetch: {...}                  # optional follow-up call when the push carries only an id
-        mapping: {firstName: booking.first_name, email: booking.email, id: booking.customer_uid, ...}
-
-Authentication is always declared in the document (presets never guess it): ``hmac`` (header,
-algorithm, hex or base64, optional prefix, and what is signed), ``token`` (a query parameter or a
-header), ``standard_webhooks`` (https://www.standardwebhooks.com), or ``none``, which must be written
-out explicitly. Secrets are given inline (when the document lives in Secrets Manager) or by naming an
-environment variable with ``secret_env``; ``${NAME}`` in fetch URLs, headers and bodies is read from
-the environment at call time.
-
-The document is validated at load; an error names the field (``sources.0.mapping.email: ...``).
+The document (JSON or YAML, from ``SOURCES_FILE`` or the Secrets Manager secret ``SOURCES_SECRET_ID``) is
+validated at load, an error naming the field (``sources.0.mapping.email: ...``); the generic
+:class:`~chalicelib.connectors.declarative.DeclarativeConnector` serves each source. The format, with an
+example: docs/platforms.md, "Declarative sources".
 """
 
 from __future__ import annotations
@@ -42,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from chalicelib.core.errors import SettingsError, describe_validation_error
 from chalicelib.domain.fullwhere.models import PLATFORM_ID_FIELDS
-from chalicelib.infra.settings import Settings, get_settings
+from chalicelib.infra.settings import SettingsModel, settings_of
 
 PRESETS_DIR = Path(__file__).parent.parent / "connectors" / "presets"
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{1,39}$"
@@ -51,6 +28,16 @@ _PLACEHOLDER = re.compile(r"\$\{([A-Z][A-Z0-9_]*)\}")
 # Customer fields a mapping may fill, besides "id" (the platform id) and "metadata".
 MAPPED_FIELDS = ("firstName", "lastName", "displayName", "email", "phoneNumber", "civility", "language",
                  "company", "description", "emailOptin", "smsOptin")
+
+
+class SourcesSettings(SettingsModel):
+    env_prefix = "SOURCES_"
+
+    file: str | None = Field(default=None, description=(
+        "a file holding the declarative sources document (Como, Groupe Partouche, Chr365, Zenchef, any JSON "
+        "webhook), JSON or YAML; see docs/platforms.md"))
+    secret_id: str | None = Field(default=None, description=(
+        "a Secrets Manager secret holding the sources document instead (read when `SOURCES_FILE` is unset)"))
 
 
 def _compile(expression: str) -> str:
@@ -294,18 +281,19 @@ def _parse_text(text: str, source: str) -> Any:
         raise SettingsError(f"{source} is neither JSON nor valid YAML ({type(exc).__name__})") from None
 
 
-def load_sources(settings: Settings) -> list[Source]:
-    if settings.sources_file:
-        path = Path(settings.sources_file)
+def load_sources(settings: SourcesSettings) -> list[Source]:
+    """The sources of the document ``settings`` name (none when they name no document)."""
+    if settings.file:
+        path = Path(settings.file)
         try:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SettingsError(f"cannot read SOURCES_FILE {path}: {exc.strerror}") from None
         return parse_document(text, f"SOURCES_FILE {path.name}").sources
-    if settings.sources_secret_id:
+    if settings.secret_id:
         from chalicelib.infra import aws
 
-        return parse_document(aws.read_secret(settings.sources_secret_id), "SOURCES_SECRET_ID").sources
+        return parse_document(aws.read_secret(settings.secret_id), "SOURCES_SECRET_ID").sources
     return []
 
 
@@ -319,7 +307,7 @@ def get_sources() -> dict[str, Source]:
     if _sources is None:
         with _lock:
             if _sources is None:
-                _sources = {source.name: source for source in load_sources(get_settings())}
+                _sources = {source.name: source for source in load_sources(settings_of(SourcesSettings))}
     return _sources
 
 

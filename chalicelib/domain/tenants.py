@@ -1,23 +1,9 @@
 """Tenants: which Fullwhere account an event belongs to.
 
-One deployment can serve several Fullwhere accounts. The tenants document (JSON, from the file named
-by ``TENANTS_FILE`` or the Secrets Manager secret named by ``TENANTS_SECRET_ID``) lists them::
-
-    {"tenants": [{
-        "id": "bistro-paris",
-        "fullwhere_api_key": "...", "fullwhere_api_secret": "...",
-        "phone_region": "FR",
-        "platforms": {
-            "deliveroo": {"accounts": {"<location_id>": {}}},
-            "ubereats":  {"accounts": {"<store id = meta.user_id>": {}}},
-            "mews":      {"accounts": {"<EnterpriseId>": {"access_token": "..."}}}
-        }}]}
-
-Each platform account id belongs to exactly one tenant, and carries that account's platform
-credentials (a Mews ``AccessToken`` per enterprise). Without a document, one ``default`` tenant takes
-its credentials from the settings and owns every account of every platform.
-
-An event whose account matches no tenant is not dropped: the pipeline dead-letters it as ``unrouted``.
+One deployment can serve several Fullwhere accounts. The tenants document (``TENANTS_FILE`` or
+``TENANTS_SECRET_ID``; its format: docs/settings.md, "Tenants") gives each platform account to exactly one
+tenant, with that account's platform credentials. Without one, a ``default`` tenant owns every account;
+an event no tenant owns is not dropped but dead-lettered as ``unrouted``.
 """
 
 from __future__ import annotations
@@ -120,17 +106,14 @@ class TenantDirectory:
 
 
 def default_tenant(settings: Settings) -> Tenant:
-    mews_accounts = {}
-    if settings.mews_access_token:
-        # The default tenant's enterprises all share MEWS_ACCESS_TOKEN (see Tenant.credentials below).
-        mews_accounts = {"*": {"access_token": settings.mews_access_token}}
+    # Its platform credentials are each connector's own settings (e.g. MEWS_ACCESS_TOKEN).
     return Tenant.model_construct(
         id=DEFAULT_TENANT_ID,
         fullwhere_api_key=settings.fullwhere_api_key or "",
         fullwhere_api_secret=settings.fullwhere_api_secret or "",
         fullwhere_api_url=None,
         phone_region=None,
-        platforms={"mews": PlatformAccounts(accounts=mews_accounts)} if mews_accounts else {},
+        platforms={},
         owns_every_account=True,
     )
 

@@ -1,18 +1,8 @@
 """The retry worker: consumes the retry queue (SQS → Lambda, batches of up to 10).
 
-For each record it resumes the job at its stage and answers Lambda with a partial batch response
-(``batchItemFailures``, which needs ``ReportBatchItemFailures`` on the event source mapping):
-
-- success, or nothing to import → acknowledged (Lambda deletes the message);
-- a retryable failure → backoff: the message's visibility is set to an exponential delay with jitter
-  (at least the server's ``Retry-After``) and the record is reported failed, so SQS delivers it again
-  then. If the job progressed (to a later stage, or within one: a long list read), a new job from there
-  replaces it (so a Fullwhere outage does not refetch the guest);
-- a permanent failure, or the last allowed attempt failing → sent to the dead-letter queue with its
-  reason, then acknowledged. A record that cannot be dead-lettered is reported failed and stays.
-- a message that is not a readable job → dead-lettered verbatim as ``poisoned``.
-
-The queue's redrive policy (``maxReceiveCount``) catches whatever this code could not handle at all.
+Each record resumes its job at its stage and is answered on its own in a partial batch response: deleted
+once done or dead-lettered, handed back with a backoff when the failure can heal. What happens to each
+kind of record: docs/architecture.md, "The retry worker".
 """
 
 from __future__ import annotations

@@ -1,32 +1,8 @@
 """Scheduled pulls: OPERA Cloud business events, dequeued from OHIP by the ``oracle_pull`` Lambda.
 
-OPERA Cloud pushes no webhook. Every run (``@app.schedule``, every 5 minutes) visits each hotel
-configured for ``oracle`` (the default tenant: ``ORACLE_HOTEL_IDS``; a tenants document: the hotel
-codes listed as its ``oracle`` accounts) and, within ``ORACLE_PULL_BUDGET_SECONDS`` (capped by the
-Lambda's remaining time) and ``ORACLE_PULL_MAX_EVENTS`` events in all:
-
-1. takes the hotel's **position** in DynamoDB (the ``IDENTITY_TABLE``, pk
-   ``position#oracle#<tenant>#<hotel>``) with a conditional write that leases it to this run;
-2. finishes the events a previous run dequeued but could not make safe (``pending``), in order;
-3. dequeues new events (at most 20 per call) and writes them to ``pending`` before touching them:
-   the OHIP polling API is a destructive dequeue with no offset to replay from, so from that moment
-   the position item is the only place they exist;
-4. runs each one as a webhook event would run: profile events through
-   :func:`chalicelib.flow.dispatch.first_attempt` (imported, or queued for retry, or dead-lettered),
-   other event types counted as ``ignored``;
-5. advances the position past every event that is now safe. An event that could be neither imported
-   nor queued stops the hotel: it and everything after it stay in ``pending`` for the next run, so
-   the position never moves past it.
-
-The position item holds ``pending`` (event headers: ids and the action, never personal data), the
-last event handled (``last_event_id``, ``last_event_at``), the ids of the last
-:data:`RECENT_IDS` events handled (an event OPERA hands out twice is read once) and a count.
-
-Concurrency: runs may overlap (a slow run and the next scheduled one). The lease is a conditional
-write (no lease, or an expired one), and every later write is conditional on holding it, so two
-runs can never both dequeue a hotel or both advance its position. The lease lasts longer than the
-invocation can live (its whole time budget plus a margin), so it cannot expire under a live run,
-and a run that dies leaves a lease that simply expires.
+Every run visits each hotel configured for ``oracle`` within a time budget and an event allowance. OHIP's
+dequeue is destructive, so each hotel's position (a DynamoDB item leased to one run at a time) keeps the
+events not yet safe; the design and its bounds: docs/platforms.md, "Oracle OPERA Cloud" ("The position").
 """
 
 from __future__ import annotations
@@ -45,6 +21,7 @@ from chalicelib.connectors import get_connector
 from chalicelib.connectors.oracle import (
     MAX_DEQUEUE,
     OhipCredentials,
+    OracleSettings,
     dequeue_events,
     pipeline_event,
     profile_events,
@@ -55,7 +32,7 @@ from chalicelib.flow import dispatch
 from chalicelib.infra import aws
 from chalicelib.infra.http import Deadline
 from chalicelib.infra.logs import Stopwatch, log
-from chalicelib.infra.settings import Settings, get_settings
+from chalicelib.infra.settings import Settings, get_settings, settings_of
 
 PLATFORM = "oracle"
 # Time kept back from the Lambda's remaining time, so the last position write always happens.
@@ -94,11 +71,12 @@ def handle(remaining_ms: Callable[[], float] | None = None) -> dict[str, Any]:
     watch = Stopwatch()
     try:
         settings = get_settings()
+        oracle = settings_of(OracleSettings)
         directory = get_directory()
     except SettingsError as exc:
         log("failed", platform=PLATFORM, reason=str(exc), level=logging.ERROR)
         return {"status": "misconfigured"}
-    targets = pull_targets(directory, settings)
+    targets = pull_targets(directory, oracle)
     if not targets:
         return {"status": "ok", "hotels": 0}
     if not settings.identity_table:
@@ -106,7 +84,7 @@ def handle(remaining_ms: Callable[[], float] | None = None) -> dict[str, Any]:
             reason="IDENTITY_TABLE is not configured: the OPERA position cannot be kept, nothing is pulled")
         return {"status": "misconfigured", "hotels": len(targets)}
 
-    budget = settings.oracle_pull_budget_seconds
+    budget = oracle.pull_budget_seconds
     if remaining_ms is not None:
         budget = min(budget, remaining_ms() / 1000 - LAMBDA_SAFETY_SECONDS)
     run = Deadline(max(0.0, budget))
@@ -115,13 +93,13 @@ def handle(remaining_ms: Callable[[], float] | None = None) -> dict[str, Any]:
     targets = targets[start:] + targets[:start]
 
     totals: Counter[str] = Counter()
-    allowance = settings.oracle_pull_max_events
+    allowance = oracle.pull_max_events
     for target in targets:
         if allowance <= 0 or run.remaining() < MIN_STEP_SECONDS:
             totals["hotels_deferred"] += 1
             continue
         try:
-            counts = pull_hotel(target, settings, directory, run, allowance, budget)
+            counts = pull_hotel(target, settings, oracle, directory, run, allowance, budget)
         except Exception as exc:  # a bug or an unforeseen answer must not stop the other hotels
             log("failed", level=logging.ERROR, exc_info=True, platform=PLATFORM, tenant=target.tenant.id,
                 hotel_id=target.hotel_id, reason=f"internal error ({type(exc).__name__})")
@@ -134,12 +112,12 @@ def handle(remaining_ms: Callable[[], float] | None = None) -> dict[str, Any]:
     return summary
 
 
-def pull_targets(directory: TenantDirectory, settings: Settings) -> list[PullTarget]:
+def pull_targets(directory: TenantDirectory, settings: OracleSettings) -> list[PullTarget]:
     """Every (tenant, hotel) to poll, with that hotel's OHIP credentials."""
     targets = []
     for tenant in directory.tenants():
         if tenant.owns_every_account:
-            hotels = [hotel.strip() for hotel in (settings.oracle_hotel_ids or "").split(",") if hotel.strip()]
+            hotels = [hotel.strip() for hotel in (settings.hotel_ids or "").split(",") if hotel.strip()]
         else:
             accounts = tenant.platforms.get(PLATFORM)
             hotels = sorted(accounts.accounts) if accounts else []
@@ -149,8 +127,8 @@ def pull_targets(directory: TenantDirectory, settings: Settings) -> list[PullTar
     return targets
 
 
-def pull_hotel(target: PullTarget, settings: Settings, directory: TenantDirectory, run: Deadline,
-               allowance: int, budget: float) -> Counter[str]:
+def pull_hotel(target: PullTarget, settings: Settings, oracle: OracleSettings, directory: TenantDirectory,
+               run: Deadline, allowance: int, budget: float) -> Counter[str]:
     """Pull one hotel within the run's deadline and ``allowance`` events; returns counts."""
     fields = {"platform": PLATFORM, "tenant": target.tenant.id, "hotel_id": target.hotel_id}
     counts: Counter[str] = Counter(handled=0)
@@ -176,7 +154,7 @@ def pull_hotel(target: PullTarget, settings: Settings, directory: TenantDirector
         counts["hotels_busy"] += 1
         return counts
 
-    handler = _EventRunner(target, settings, directory, run)
+    handler = _EventRunner(target, settings, oracle, directory, run)
     handled_ids: list[str] = []
     last: dict[str, str] | None = None
     try:
@@ -265,13 +243,14 @@ def _advance(store: "PositionStore", key: str, token: str, position: Position,
 class _EventRunner:
     """Runs one dequeued event the way a webhook runs its events."""
 
-    def __init__(self, target: PullTarget, settings: Settings, directory: TenantDirectory, run: Deadline):
+    def __init__(self, target: PullTarget, settings: Settings, oracle: OracleSettings, directory: TenantDirectory,
+                 run: Deadline):
         self.target = target
         self.settings = settings
         self.directory = directory
         self.run_deadline = run
         self.connector = get_connector(PLATFORM)
-        self.imported_actions = profile_events(settings)
+        self.imported_actions = profile_events(oracle)
         self.seen_guests: set[str] = set()
         self.outcomes: Counter[str] = Counter()
 

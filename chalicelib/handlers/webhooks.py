@@ -1,16 +1,8 @@
 """The HTTP side: one webhook request in, one acknowledgement out.
 
-Order of work, and the answer at each step:
-1. unknown platform → 404; body over 256 KiB → 413;
-2. the connector verifies the raw bytes → 401 when forged, unsigned or the secret is not configured;
-3. the connector parses the body → 400 with the reason when malformed; event types we don't import
-   are acknowledged and counted;
-4. each event is routed to its tenant (none → dead-letter queue, reason ``unrouted``) and run through
-   the pipeline inline, within ``INLINE_BUDGET_SECONDS`` for the whole request. What cannot finish
-   for a reason that can heal is queued for retry; what never can is dead-lettered with its reason.
-5. the platform gets the acknowledgement it expects, unless an event could be neither finished nor
-   queued: then 503, so the platform delivers again (re-imports are harmless: Fullwhere merges on
-   email/phone, and the identity ledger turns duplicates into no-ops).
+Verify, parse, route, run each event inline within the request's budget, then answer what the platform
+expects; or 503 when an event could be neither finished nor queued, so that the platform delivers again.
+The steps and the answer at each: docs/architecture.md, "The flow of one webhook".
 """
 
 from __future__ import annotations
@@ -125,13 +117,14 @@ def health() -> dict:
 
     try:
         settings = get_settings()
-        connectors = all_connectors()
+        # A platform's own settings load here too: an invalid one makes the bridge misconfigured.
+        platforms = {connector.name: {"configured": connector.configured(settings)} for connector in all_connectors()}
     except SettingsError as exc:
         return {"status": "misconfigured", "version": __version__, "reason": str(exc)}
     return {
         "status": "ok",
         "version": __version__,
-        "platforms": {connector.name: {"configured": connector.configured(settings)} for connector in connectors},
+        "platforms": platforms,
         "retry_queue": bool(settings.retry_queue_url),
         "dead_letter_queue": bool(settings.dead_letter_queue_url),
         "identity_ledger": bool(settings.identity_table),

@@ -1,12 +1,9 @@
-"""Lazily created boto3 clients.
+"""Lazily created boto3 clients, kept for the life of the container.
 
-Importing boto3 costs ~170 ms and creating a client another ~120 ms (``../shared/platforms/chalice.md``
-§3), more than the rest of the stack. A webhook for a guest with an email never needs AWS, so boto3 is
-imported here only, on the first call that needs it: the retry queue, the dead-letter queue, the
-identity ledger or a Secrets Manager secret. Clients are kept for the life of the container.
-
-Endpoints and region come from boto3's standard configuration (``AWS_REGION``,
-``AWS_ENDPOINT_URL_SQS``, ``AWS_ENDPOINT_URL_DYNAMODB``, ...), which is how tests reach moto's server.
+boto3 is slow to import and its clients slow to create (docs/performance.md), and a webhook for a guest
+with an email never needs AWS: boto3 is imported here only, on the first call that needs it. Endpoints and
+region come from boto3's standard configuration (``AWS_REGION``, ``AWS_ENDPOINT_URL_SQS``, ...), which is
+how tests reach moto's server.
 """
 
 from __future__ import annotations

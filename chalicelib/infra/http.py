@@ -1,7 +1,7 @@
 """The one ``httpx.Client`` of the container, and the time budget that bounds each call.
 
-Creating a client costs ~40 ms (SSL context, certifi), so it is made on first use and reused by every
-invocation of a warm container: the Fullwhere client and the connectors all share it and its
+Creating a client is costly (SSL context, certifi: docs/performance.md), so it is made on first use and
+reused by every invocation of a warm container: the Fullwhere client and the connectors all share it and its
 connection pool. Every call passes an explicit timeout taken from a :class:`Deadline`.
 """
 

@@ -1,20 +1,9 @@
 """Structured JSON logs: one line per outcome, no secrets, no personal data.
 
-Each line carries ``outcome`` (received, verified, ignored, imported, duplicate, skipped, queued,
-retried, dead_lettered, rejected, failed, ...) with the platform, tenant, event id, attempt and
-``latency_ms`` when they apply. The entry points open a :func:`log_context` (one webhook event, one
-retry job) whose fields every line written inside it carries, with the time since it opened as
-``latency_ms`` unless the line gives its own; so even a line written deep in the pipeline says which
-event it is about.
-
-Personal data never reaches a log line in clear: :func:`mask_email`, :func:`mask_phone` and
-:func:`mask_name` are the only way it may appear, and :func:`redact_url` strips query values (Mews and
-TheFork put their webhook token in the URL). As a second line of defence every string field is
-scrubbed: email-shaped text everywhere, phone-shaped text everywhere but in ids (a Meta lead id is
-all digits).
-
-Every line is also counted as a CloudWatch metric (:mod:`chalicelib.infra.metrics`, Embedded Metric Format),
-written once per invocation (:mod:`chalicelib.handlers.invocation`).
+Lines written inside a :func:`log_context` (one webhook event, one retry job) carry its fields, so even a
+line written deep in the pipeline says which event it is about. Personal data appears only through the
+``mask_*`` helpers, and every string field is scrubbed again. Each line is also counted as a metric
+(:mod:`chalicelib.infra.metrics`). The fields and guarantees: docs/reliability.md, "Logs".
 """
 
 from __future__ import annotations
@@ -33,8 +22,8 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 from chalicelib.infra import metrics
 
 # Lines are written straight to stdout (Lambda ships it to CloudWatch; tests capture it) rather than
-# through a logging.Logger: building a LogRecord and walking the handler chain cost about a third of
-# the bridge's own time per webhook (docs/performance.md), and nothing here needs handlers.
+# through a logging.Logger: a LogRecord and the handler chain were the dearest part of a line
+# (docs/performance.md), and nothing here needs handlers.
 _LEVELS = {"DEBUG": logging.DEBUG, "INFO": logging.INFO, "WARNING": logging.WARNING, "ERROR": logging.ERROR,
            "CRITICAL": logging.CRITICAL}
 _level = logging.INFO
@@ -83,7 +72,7 @@ MAX_FIELD_LENGTH = 300
 
 def _scrub_emails(text: str) -> str:
     # No "@", no email: checked first because the pattern backtracks over every long run without one
-    # (an 80-character event id cost 18 µs, the largest part of a log line).
+    # (quadratic in the field's length: docs/performance.md).
     if "@" not in text:
         return text
     return _EMAIL_IN_TEXT.sub(lambda m: mask_email(m.group(0)) or "", text)

@@ -1,22 +1,9 @@
 """CloudWatch metrics in the Embedded Metric Format (EMF), written to the logs: no API call, no client.
 
-Every structured log line (:func:`chalicelib.infra.logs.log`) counts one ``Events`` datapoint for its
-platform and outcome, plus its ``latency_ms`` as a ``Latency`` value when it has one. The counts are
-kept in memory and written by :func:`flush` at the end of each invocation (:func:`chalicelib.infra.logs.invocation`
-wraps the webhook, handshake, retry-worker and OPERA-pull entry points), one JSON line per platform and
-outcome seen. CloudWatch Logs turns each such line into metrics in the ``FullwhereBridge`` namespace,
-with the dimension sets ``[platform, outcome]`` and ``[outcome]`` (e.g. an alarm on ``dead_lettered``
-across platforms).
-
-Format: https://docs.aws.amazon.com/AmazonCloudWatch/latest/monitoring/CloudWatch_Embedded_Metric_Format_Specification.html
-(a ``_aws`` object naming the metrics, their values as top-level members; at most 100 values per
-metric array, so longer latency lists are split across lines).
-
-Why not Powertools' ``Metrics``: importing it costs ~80 ms of cold start on this machine and ~7.6 MB
-of layer (measured, docs/reliability.md), for what this module does in a few lines.
-
-Dimension values are bounded: a platform that is not configured (a 404's path segment, chosen by
-whoever sends the request) is counted as ``unknown``, so nobody can create metrics at will.
+Every log line (:func:`chalicelib.infra.logs.log`) counts one ``Events`` datapoint, and its ``latency_ms``
+as ``Latency``, per platform and outcome; :func:`flush` writes them once per invocation
+(:mod:`chalicelib.handlers.invocation`). A few lines rather than Powertools' ``Metrics``, which would cost
+cold start and layer size. Format, dimensions and figures: docs/reliability.md, "Metrics".
 """
 
 from __future__ import annotations

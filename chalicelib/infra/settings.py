@@ -48,147 +48,64 @@ class SettingsModel(BaseModel):
 class Settings(SettingsModel):
     """The bridge-wide settings. The field name upper-cased is the environment variable's name."""
 
-    # Fullwhere partner API (the default tenant's credentials when there is no tenants document).
-    fullwhere_api_url: str = "https://api.fullwhere.com"
-    fullwhere_api_key: str | None = None
-    fullwhere_api_secret: str | None = Field(default=None, repr=False)
+    fullwhere_api_url: str = Field(default="https://api.fullwhere.com", description="Fullwhere partner API")
+    fullwhere_api_key: str | None = Field(
+        default=None, description="the default tenant's partner key (Fullwhere → Settings → Connectivity → "
+                                  "Developers); a tenants document gives each tenant its own")
+    fullwhere_api_secret: str | None = secret("the default tenant's partner secret, with `FULLWHERE_API_KEY`")
 
-    # Queues and the identity ledger. Without RETRY_QUEUE_URL nothing can be deferred: an event that
-    # cannot finish inline gets 503 so the platform redelivers it.
-    retry_queue_url: str | None = None
-    dead_letter_queue_url: str | None = None
-    identity_table: str | None = None
+    retry_queue_url: str | None = Field(
+        default=None, description="SQS retry queue. Without it nothing can be deferred: an event that cannot finish "
+                                  "inline gets 503, so the platform redelivers it")
+    dead_letter_queue_url: str | None = Field(
+        default=None, description="SQS dead-letter queue receiving permanent failures with their reason")
+    identity_table: str | None = Field(
+        default=None, description="DynamoDB identity ledger (partition key `pk`, string). Without it, guests with "
+                                  "neither email nor phone are skipped and counted")
 
-    # Time the webhook request may spend importing inline before deferring the rest to the queue.
-    inline_budget_seconds: float = Field(default=3.0, gt=0, le=25)
-    # Timeout of one call from the retry worker (it has no platform waiting on it).
-    worker_call_timeout_seconds: float = Field(default=10.0, gt=0, le=120)
-    # Records of one retry batch processed at the same time (a backlog drains ~this much faster).
-    worker_concurrency: int = Field(default=10, ge=1, le=10)
-    # Retry policy: the worker dead-letters an event itself on its MAX_ATTEMPTS-th receive (with the
-    # last error as reason); the queue's redrive policy (maxReceiveCount) is the safety net behind it.
-    max_attempts: int = Field(default=8, ge=1, le=100)
-    retry_base_seconds: float = Field(default=30.0, ge=0)
-    retry_max_seconds: float = Field(default=3600.0, ge=0, le=43200)  # SQS visibility caps at 12 h
+    inline_budget_seconds: float = Field(
+        default=3.0, gt=0, le=25, description="time a webhook may spend importing inline before deferring the rest "
+                                              "to the retry queue (Mews waits 5 s at most)")
+    worker_call_timeout_seconds: float = Field(
+        default=10.0, gt=0, le=120,
+        description="timeout of one HTTP call made by the retry worker (no platform is waiting on it)")
+    worker_concurrency: int = Field(
+        default=10, ge=1, le=10, description="records of one retry batch processed at the same time (a backlog "
+                                             "drains about this much faster)")
+    max_attempts: int = Field(
+        default=8, ge=1, le=100,
+        description="attempts before the worker dead-letters an event itself, with its last error as reason; the "
+                    "retry queue's redrive policy (`MaxReceiveCount`, keep it ≥ this) is the safety net behind it")
+    retry_base_seconds: float = Field(
+        default=30.0, ge=0, description="first delay of the exponential backoff with jitter between attempts "
+                                        "(never below the platform's `Retry-After`)")
+    retry_max_seconds: float = Field(
+        default=3600.0, ge=0, le=43200,
+        description="longest delay between attempts (at most 43200: SQS caps a message's visibility at 12 h)")
 
-    # An import of a guest without email or phone whose answer was lost may have landed: the bridge
-    # looks for the guest in Fullwhere's customer list before importing it again. It waits this long
-    # after the loss (no request can still be in flight then) and reads at most this many pages of 100.
-    in_doubt_settle_seconds: float = Field(default=120.0, ge=0, le=3600)
-    fullwhere_list_max_pages: int = Field(default=1000, ge=1, le=100000)
+    in_doubt_settle_seconds: float = Field(
+        default=120.0, ge=0, le=3600,
+        description="after an import of a guest without email or phone went unanswered (it may have landed), how "
+                    "long to wait, so that no request can still be in flight, before looking for the guest in "
+                    "Fullwhere's customer list (docs/operations.md#imports-in-doubt)")
+    fullwhere_list_max_pages: int = Field(
+        default=1000, ge=1, le=100000, description="most pages of 100 customers read in that search; a longer list "
+                                                   "dead-letters the event for a check by hand")
 
-    # Region used to read phone numbers written without an international prefix.
-    default_phone_region: str = "FR"
+    default_phone_region: str = Field(
+        default="FR", description="region used to read phone numbers written without an international prefix")
 
-    deliveroo_webhook_secret: str | None = Field(default=None, repr=False)
+    tenants_file: str | None = Field(
+        default=None, description="path of the tenants document (see Tenants below), when one deployment serves "
+                                  "several Fullwhere accounts; read before `TENANTS_SECRET_ID`")
+    tenants_secret_id: str | None = Field(
+        default=None, description="name of a Secrets Manager secret holding the tenants document")
+    secrets_id: str | None = Field(
+        default=None, description="name of a Secrets Manager secret holding any of these settings as one JSON "
+                                  "object; the environment wins over it")
 
-    ubereats_client_id: str | None = None
-    ubereats_client_secret: str | None = Field(default=None, repr=False)
-    ubereats_api_url: str = "https://api.uber.com"
-    ubereats_auth_url: str = "https://auth.uber.com"
-    ubereats_scope: str = "eats.store.orders.read"
-
-    mews_webhook_token: str | None = Field(default=None, repr=False)
-    mews_client_token: str | None = Field(default=None, repr=False)
-    mews_access_token: str | None = Field(default=None, repr=False)
-    mews_api_url: str = "https://api.mews.com"
-
-    # --- TheFork (B2B API) ---
-    thefork_webhook_token: str | None = Field(default=None, repr=False)
-    thefork_client_id: str | None = None
-    thefork_client_secret: str | None = Field(default=None, repr=False)
-    thefork_api_url: str = "https://api.thefork.io/manager"
-    thefork_auth_url: str = "https://auth.thefork.io"
-    # --- end TheFork ---
-
-    # --- Meta Lead Ads ---
-    meta_verify_token: str | None = Field(default=None, repr=False)
-    meta_app_secret: str | None = Field(default=None, repr=False)
-    meta_page_access_token: str | None = Field(default=None, repr=False)
-    # v25.0: the version Meta's own "Retrieving Leads" page uses; available until 2028-07-29
-    # (v21.0 is retired on 2027-01-21). The lead read call is the same in every listed version.
-    meta_graph_url: str = "https://graph.facebook.com/v25.0"
-    # Extra field_data keys (custom or localised questions) to read as one of Meta's standard keys,
-    # e.g. {"phone_number": ["numero_whatsapp"]}; tried before the built-in aliases. JSON.
-    meta_field_aliases: dict[str, list[str]] | None = None
-    # Which custom disclaimer checkboxes (checkbox_key) state marketing consent, e.g.
-    # {"emailOptin": ["newsletter"], "smsOptin": ["sms_offers"]}. Unset: no opt-in is ever mapped. JSON.
-    meta_consent_checkboxes: dict[str, list[str]] | None = None
-
-    @field_validator("meta_field_aliases", "meta_consent_checkboxes", mode="before")
-    @classmethod
-    def _meta_json_object(cls, value: object, info) -> object:
-        allowed = {
-            "meta_field_aliases": ("email", "phone_number", "first_name", "last_name", "full_name", "company_name"),
-            "meta_consent_checkboxes": ("emailOptin", "smsOptin"),
-        }[info.field_name]
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError as exc:
-                raise ValueError(f"must be a JSON object ({exc.msg})") from None
-        if isinstance(value, dict) and not set(value) <= set(allowed):
-            raise ValueError(f"keys must be among {', '.join(allowed)}")
-        return value
-    # --- end Meta Lead Ads ---
-
-    # --- SevenRooms ---
-    # How SevenRooms' push is authenticated is not public: `token` = our secret in the URL (?token=),
-    # `hmac` = an HMAC-SHA256 of the raw body keyed with the same secret, in SEVENROOMS_SIGNATURE_HEADER.
-    sevenrooms_auth: str = Field(default="token", pattern=r"^(?i:token|hmac)$")
-    sevenrooms_webhook_secret: str | None = Field(default=None, repr=False)
-    sevenrooms_signature_header: str = "X-SevenRooms-Signature"
-    sevenrooms_signature_encoding: str = Field(default="hex", pattern=r"^(?i:hex|base64)$")
-    # API credentials for the client fetch (language, salutation, marketing consent); unset = no fetch.
-    sevenrooms_client_id: str | None = None
-    sevenrooms_client_secret: str | None = Field(default=None, repr=False)
-    sevenrooms_api_url: str = "https://api.sevenrooms.com/2_4"
-    # reservation_sms_opt_in reads as consent to reservation SMS (reminders), not marketing: it fills
-    # smsOptin only if this is set to true (after SevenRooms confirms it is marketing consent).
-    sevenrooms_sms_optin_is_marketing: bool = False
-    # --- end SevenRooms ---
-
-    # --- Zelty ---
-    # The secret_key we chose when registering the v2 webhooks (POST /webhooks); it keys the HMAC.
-    zelty_webhook_secret: str | None = Field(default=None, repr=False)
-    # JSON: where the customer object is for which event names, and which of its keys holds each
-    # field. Unset = the documented defaults (chalicelib/connectors/zelty.py, docs/platforms.md).
-    zelty_customer_paths: str | None = None
-    # --- end Zelty ---
-
-    # --- Oracle (OPERA Cloud polling, Simphony notifications) ---
-    # OPERA Cloud pushes nothing: the scheduled `oracle_pull` Lambda dequeues its business events from
-    # OHIP. These are the default tenant's values; a tenants document gives them per hotel (its
-    # `oracle` accounts are hotel codes, each with any of gateway_url, client_id, client_secret,
-    # app_key, enterprise_id, external_system_code).
-    oracle_gateway_url: str | None = None
-    oracle_client_id: str | None = None
-    oracle_client_secret: str | None = Field(default=None, repr=False)
-    oracle_app_key: str | None = Field(default=None, repr=False)
-    oracle_enterprise_id: str | None = None
-    oracle_scope: str = "urn:opc:hgbu:ws:__myscopes__"
-    oracle_external_system_code: str | None = None
-    oracle_hotel_ids: str | None = None  # comma-separated hotel codes polled for the default tenant
-    oracle_profile_events: str = "NEW PROFILE,UPDATE PROFILE"
-    oracle_pull_max_events: int = Field(default=200, ge=1, le=10000)
-    oracle_pull_budget_seconds: float = Field(default=240.0, gt=0, le=900)
-    oracle_email_optin_flag: str = "optInEmail"
-    oracle_sms_optin_flag: str = "optInSms"
-    oracle_relay_email_domains: str = "guest.booking.com,m.expediapartnercentral.com,agoda-messaging.com"
-    # Simphony STS Gen2 notifications: JSON object {"<Key-Id>": "<base64 hmacKey>", ...}.
-    simphony_hmac_keys: str | None = Field(default=None, repr=False)
-    # --- end Oracle ---
-
-    # --- Declarative sources (Como, Groupe Partouche, Chr365, Zenchef, ...) ---
-    sources_file: str | None = None
-    sources_secret_id: str | None = None
-    # --- end declarative sources ---
-
-    tenants_file: str | None = None
-    tenants_secret_id: str | None = None
-    secrets_id: str | None = None
-
-    log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$")
+    log_level: str = Field(default="INFO", pattern=r"^(?i:DEBUG|INFO|WARNING|ERROR|CRITICAL)$",
+                           description="least severe level logged: `DEBUG`, `INFO`, `WARNING`, `ERROR` or `CRITICAL`")
 
     @field_validator("default_phone_region")
     @classmethod

@@ -1,1 +1,2 @@
-"""Local HTTP emulators of the third-party APIs the bridge talks to (tests only)."""
+"""The emulators' shared machinery (``base``) and the Fullwhere emulator; each platform's emulator is in its
+module of :mod:`sandbox.platforms`."""

@@ -1,8 +1,7 @@
 """Emulator of the Fullwhere partner API (https://api.fullwhere.com), the target CRM.
 
-Behaviour follows the vendor reference kept in shared/seed/ and the notes in
-shared/platforms/fullwhere.md. Where the vendor says nothing (batch body, list
-response, error bodies) the choices are marked "assumed" below.
+Behaviour follows the vendor's reference (docs/platforms.md, "Fullwhere assumptions"). Where the
+vendor says nothing (batch body, list response, error bodies) the choices are marked "assumed" below.
 
 Run standalone as a local sandbox:
     python -m sandbox.emulators.fullwhere --port 8900 [--db FILE] [--account KEY:SECRET ...]

@@ -91,9 +91,10 @@ def fixture_personal_data() -> frozenset[str]:
 
 @functools.lru_cache(maxsize=1)
 def _secret_settings() -> tuple[str, ...]:
-    from chalicelib.infra.settings import Settings
+    from chalicelib.connectors import settings_models
 
-    return tuple(name.upper() for name, field in Settings.model_fields.items() if field.repr is False)
+    return tuple(model.variable(name) for model in settings_models()
+                 for name, field in model.model_fields.items() if field.repr is False)
 
 
 def _secret_values(document: Any, key: str | None = None) -> Iterable[str]:

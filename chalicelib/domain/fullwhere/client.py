@@ -1,6 +1,6 @@
 """HTTP client of the Fullwhere partner API (``X-API-KEY`` / ``X-API-SECRET``).
 
-Outcomes are classified once, here, for the whole bridge (see :mod:`chalicelib.infra.http`): 2xx is success;
+Outcomes are classified once for the whole bridge, by :mod:`chalicelib.infra.http`: 2xx is success;
 408, 425, 429 (with its ``Retry-After``), 5xx, timeouts and connection errors raise
 :class:`~chalicelib.core.errors.RetryableError`; any other 4xx raises
 :class:`~chalicelib.core.errors.PermanentError` carrying Fullwhere's answer, truncated, as the reason.

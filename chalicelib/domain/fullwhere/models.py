@@ -1,5 +1,6 @@
 """Pydantic models of the Fullwhere partner API, field by field as its reference page documents them
-(``../shared/seed/``, https://partner.docs.fullwhere.com/api-references/customer).
+(https://partner.docs.fullwhere.com/api-references/customer; what the bridge assumes where it is silent:
+docs/platforms.md, "Fullwhere assumptions").
 
 :class:`CustomerImport` is the body of ``POST /partners/customer`` (and one item of the batch).
 It forbids unknown fields so a typo in a connector's mapping fails in tests instead of being silently

@@ -1,4 +1,5 @@
-"""Emulator of the TheFork pieces the bridge uses (shared/platforms/reservations.md §3).
+"""TheFork in the sandbox: an emulator of the API pieces the bridge uses (docs/platforms.md, "TheFork"), the
+sandbox's credentials, webhook signing and the sample guest.
 
 - POST /oauth/token: Auth0 client credentials (auth.thefork.io in production), form-encoded as in
   TheFork's own example (``curl -d 'audience=https://api.thefork.io&grant_type=client_credentials&...'``);
@@ -15,9 +16,14 @@ from __future__ import annotations
 import copy
 import hmac
 import secrets
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from sandbox.emulators.base import EmulatorServer, Request
+from sandbox.platforms import Sample, fixture, guest_uuid, required
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 TOKEN_PATH = "/oauth/token"
 API_PREFIX = "/manager"
@@ -117,3 +123,42 @@ class TheForkEmulator(EmulatorServer):
                 return 200, copy.deepcopy(found)
 
         return handler
+
+
+# -- the sandbox's TheFork --------------------------------------------------------------------------
+
+SECRETS = {
+    "thefork_webhook_token": "sandbox-thefork-token",
+    "thefork_client_id": "sandbox-thefork-client",
+    "thefork_client_secret": "sandbox-thefork-secret",
+}
+
+
+def emulator() -> TheForkEmulator:
+    return TheForkEmulator(clients={SECRETS["thefork_client_id"]: SECRETS["thefork_client_secret"]})
+
+
+def environment(emulator: TheForkEmulator) -> dict[str, str]:
+    return {
+        "THEFORK_WEBHOOK_TOKEN": SECRETS["thefork_webhook_token"],
+        "THEFORK_CLIENT_ID": SECRETS["thefork_client_id"],
+        "THEFORK_CLIENT_SECRET": SECRETS["thefork_client_secret"],
+        "THEFORK_API_URL": emulator.api_url,
+        "THEFORK_AUTH_URL": emulator.url,
+    }
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """TheFork signs nothing: the webhook URL carries the token (``?token=``)."""
+    return {"Content-Type": "application/json"}, {"token": required(environ, "THEFORK_WEBHOOK_TOKEN")}
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    customer_uuid = guest_uuid("thefork", n)
+    customer = {**fixture("thefork/customer.json"), "customerUuid": customer_uuid, "firstName": f"Guest{n}",
+                "lastName": "Fork", "email": f"guest{n}@thefork.sandbox.example", "phone": None}
+    sandbox.platforms["thefork"].add_customer(customer)
+    return {**fixture("thefork/customer_created.json"), "uuid": customer_uuid}
+
+
+SAMPLE = Sample("thefork", "theForkId", _build, lambda n: guest_uuid("thefork", n))

@@ -1,4 +1,5 @@
-"""Emulator of the Mews Connector API calls the bridge makes (shared/platforms/hospitality.md §1).
+"""Mews in the sandbox: an emulator of the Connector API calls the bridge makes (docs/platforms.md, "Mews"),
+the sandbox's tokens, webhook signing and the sample guest.
 
 Connector conventions: every call is a POST with a JSON body carrying
 ClientToken (per application), AccessToken (per enterprise/property) and Client.
@@ -8,9 +9,14 @@ The access token decides which enterprise's data a call sees.
 from __future__ import annotations
 
 import copy
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from sandbox.emulators.base import EmulatorServer, HttpError, Request
+from sandbox.platforms import Sample, guest_uuid, required
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 CUSTOMERS_PATH = "/api/connector/v1/customers/getAll"
 RESERVATIONS_PATH = "/api/connector/v1/reservations/getAll/2023-06-06"
@@ -21,7 +27,7 @@ DEFAULT_ENTERPRISE_ID = "851df8c8-90f2-4c4a-8e01-a4fc46b25178"
 DEFAULT_INTEGRATION_ID = "c8bee838-7fb1-4f4e-8fac-ac87008b2f90"
 DEFAULT_SERVICE_ID = "9745ce3a-8dbb-4cc0-a550-55f9ff67b242"
 
-# Verbatim example of customers/getAll (hospitality.md §1.4); make_customer() copies it.
+# Verbatim example of Mews' customers/getAll documentation; make_customer() copies it.
 EXAMPLE_CUSTOMER: dict[str, Any] = {
     "Id": "fadd5bb6-b428-45d5-94f8-fd0d89fece6d",
     "ChainId": "3fa85f64-5717-4562-b3fc-2c963f66afa6",
@@ -219,3 +225,42 @@ def _page(body: dict[str, Any], ids_field: str, store: dict[str, dict[str, Any]]
         matching = matching[positions[0] + 1 :]
     page = matching[:count]
     return page, (page[-1]["Id"] if page else None)
+
+
+# -- the sandbox's Mews -----------------------------------------------------------------------------
+
+SECRETS = {
+    "mews_webhook_token": "sandbox-mews-token",
+    "mews_client_token": "sandbox-mews-client",
+    "mews_access_token": "sandbox-mews-access",
+}
+ENTERPRISE = DEFAULT_ENTERPRISE_ID  # the one enterprise the sandbox's access token opens
+
+
+def emulator() -> MewsEmulator:
+    return MewsEmulator(client_token=SECRETS["mews_client_token"],
+                        access_tokens={ENTERPRISE: SECRETS["mews_access_token"]})
+
+
+def environment(emulator: MewsEmulator) -> dict[str, str]:
+    return {
+        "MEWS_WEBHOOK_TOKEN": SECRETS["mews_webhook_token"],
+        "MEWS_CLIENT_TOKEN": SECRETS["mews_client_token"],
+        "MEWS_ACCESS_TOKEN": SECRETS["mews_access_token"],
+        "MEWS_API_URL": emulator.url,
+    }
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """Mews signs nothing: the webhook URL carries the token (``?Token=``)."""
+    return {}, {"Token": required(environ, "MEWS_WEBHOOK_TOKEN")}
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    customer_id = guest_uuid("mews", n)
+    sandbox.platforms["mews"].add_customer(ENTERPRISE, make_customer(
+        customer_id, FirstName=f"Guest{n}", LastName="Mews", Email=f"guest{n}@mews.sandbox.example", Phone=None))
+    return make_webhook(ENTERPRISE, [("CustomerAdded", customer_id), ("CustomerUpdated", customer_id)])
+
+
+SAMPLE = Sample("mews", "mewsId", _build, lambda n: guest_uuid("mews", n))

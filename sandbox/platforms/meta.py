@@ -1,4 +1,5 @@
-"""Emulator of the Graph API call the Meta Lead Ads connector makes (shared/platforms/reservations.md §4.4).
+"""Meta Lead Ads in the sandbox: an emulator of the Graph API call the connector makes (docs/platforms.md,
+"Meta Lead Ads"), the sandbox's app and Page credentials, webhook signing and the sample lead.
 
 - GET /{version}/{lead_id}?access_token=...&appsecret_proof=...&fields=...: one lead, readable with the
   access token of the Page it belongs to. Without ``fields`` Meta returns its default fields
@@ -9,7 +10,7 @@
   and, when ``require_appsecret_proof`` is on ("Require App Secret"), 100 for a missing or wrong
   ``appsecret_proof`` (HMAC-SHA256 of the token keyed with the App Secret).
 
-Point ``META_GRAPH_URL`` at ``emulator.url + "/v25.0"``. Webhook signatures are made by the tests.
+Point ``META_GRAPH_URL`` at ``emulator.url + "/v25.0"``.
 """
 
 from __future__ import annotations
@@ -19,9 +20,15 @@ import hashlib
 import hmac
 import re
 import secrets
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from chalicelib.core.signatures import hmac_sha256_hex
 from sandbox.emulators.base import EmulatorServer, Request
+from sandbox.platforms import Sample, fixture, required
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 DEFAULT_FIELDS = ("created_time", "id", "ad_id", "form_id", "field_data")
 _LEAD_PATH = re.compile(r"^/v\d+\.\d+/([^/]+)$")
@@ -82,3 +89,47 @@ class MetaGraphEmulator(EmulatorServer):
                     " to missing permissions, or does not support this operation.", 100, "GraphMethodException", 33)
             fields = query["fields"].split(",") if query.get("fields") else DEFAULT_FIELDS
             return 200, {name: copy.deepcopy(lead[name]) for name in ("id", *fields) if name in lead}
+
+
+# -- the sandbox's Meta -----------------------------------------------------------------------------
+
+SECRETS = {
+    "meta_app_secret": "sandbox-meta-app-secret",
+    "meta_verify_token": "sandbox-meta-verify",
+    "meta_page_token": "sandbox-meta-page-token",
+}
+PAGE = "123123123"  # the sandbox's one Page, readable with its Page token
+
+
+def emulator() -> MetaGraphEmulator:
+    return MetaGraphEmulator(app_secret=SECRETS["meta_app_secret"], page_tokens={PAGE: SECRETS["meta_page_token"]})
+
+
+def environment(emulator: MetaGraphEmulator) -> dict[str, str]:
+    return {
+        "META_APP_SECRET": SECRETS["meta_app_secret"],
+        "META_VERIFY_TOKEN": SECRETS["meta_verify_token"],
+        "META_PAGE_ACCESS_TOKEN": SECRETS["meta_page_token"],
+        "META_GRAPH_URL": emulator.url + "/v25.0",
+    }
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``X-Hub-Signature-256``: ``sha256=`` + hex HMAC-SHA256 of the body with the App Secret."""
+    return {"X-Hub-Signature-256": "sha256=" + hmac_sha256_hex(required(environ, "META_APP_SECRET"), body)}, {}
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    lead_id = str(900000000000 + n)
+    sandbox.platforms["meta"].add_lead(PAGE, {**fixture("meta/lead.json"), "id": lead_id, "field_data": [
+        {"name": "full_name", "values": [f"Guest{n} Meta"]},
+        {"name": "email", "values": [f"guest{n}@meta.sandbox.example"]},
+    ]})
+    webhook = fixture("meta/leadgen_webhook.json")
+    change = webhook["entry"][0]["changes"][0]
+    change["value"].update(leadgen_id=int(lead_id), page_id=int(PAGE))
+    webhook["entry"][0]["changes"] = [change]
+    return webhook
+
+
+SAMPLE = Sample("meta", "metaId", _build, lambda n: f"lead:{900000000000 + n}")

@@ -1,7 +1,8 @@
-"""Emulator of Zelty's webhook registration and of the deliveries it then sends (delivery.md §3.2, [S]).
+"""Zelty in the sandbox: its webhook secret, webhook signing and the sample guest; and, for the tests, an
+emulator of Zelty's webhook registration and of the deliveries it then sends (docs/platforms.md, "Zelty").
 
-The bridge never calls Zelty (the customer travels in the webhook), so what is emulated is the side
-an operator and Zelty play:
+The bridge never calls Zelty (the customer travels in the webhook), so the sandbox runs no Zelty emulator
+(``emulator()`` is None); :class:`ZeltyEmulator` plays the side an operator and Zelty play:
 
 - ``POST /webhooks`` (``Authorization: Bearer <API key>``): ``{"<event_name>": {"target", "version"}, ...,
   "secret_key": "..."}``. The secret is chosen by the integrator; ``version`` is ``v1`` or ``v2`` (``2``
@@ -9,7 +10,7 @@ an operator and Zelty play:
 - ``GET /webhooks``: the registrations and the masked secret.
 - :meth:`ZeltyEmulator.delivery`: the request Zelty would send for one event, following its
   registration: a ``v2`` body carries ``x-zelty-hmac-sha256`` = hex HMAC-SHA256 of the raw body with the
-  secret; a ``v1`` body arrives bare. Signing here is independent of the connector's code.
+  secret; a ``v1`` body arrives bare.
 """
 
 from __future__ import annotations
@@ -18,9 +19,15 @@ import hashlib
 import hmac
 import json
 import uuid
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from chalicelib.core.signatures import hmac_sha256_hex
 from sandbox.emulators.base import EmulatorServer, HttpError, Request
+from sandbox.platforms import Sample, fixture, guest_uuid, required
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 VERSIONS = ("v1", "v2")
 
@@ -96,3 +103,33 @@ class ZeltyEmulator(EmulatorServer):
         if registration is None:
             raise LookupError(f"no webhook registered for {event_name!r}: Zelty would not send it")
         return registration
+
+
+# -- the sandbox's Zelty ----------------------------------------------------------------------------
+
+SECRETS = {"zelty": "sandbox-zelty-secret"}
+
+
+def emulator() -> None:
+    return None
+
+
+def environment(emulator: None) -> dict[str, str]:
+    return {"ZELTY_WEBHOOK_SECRET": SECRETS["zelty"]}
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``x-zelty-hmac-sha256``: hex HMAC-SHA256 of the body with the webhook secret (a ``v2`` registration)."""
+    return {"x-zelty-hmac-sha256": hmac_sha256_hex(required(environ, "ZELTY_WEBHOOK_SECRET"), body)}, {}
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    payload = fixture("zelty/order_ended.json")
+    payload["event_id"] = guest_uuid("zelty-event", n)
+    payload["data"]["id"] = 88000000 + n
+    payload["data"]["customer"].update(id=4800000 + n, fname=f"Guest{n}", name="Zelty",
+                                       mail=f"guest{n}@zelty.sandbox.example", phone=None)
+    return payload
+
+
+SAMPLE = Sample("zelty", "zeltyId", _build, lambda n: str(4800000 + n))

@@ -1,14 +1,21 @@
-"""Emulator of Como's member API as far as it is publicly attested (shared/platforms/hospitality.md §3.2):
-``POST /getMemberDetails`` with ``X-Api-Key``/``X-Branch-id``/``X-Pos-id`` headers and a body
-``{"customer": {<identifier>: value}}``, answering ``{"status": "ok", "membership": {...}}`` or Como's
-error envelope ``{"status": "error", "errors": [{"code": "4001012", ...}]}`` (customer not found)."""
+"""Como (a declarative source) in the sandbox: its entry of the sources document, the sandbox's secrets,
+webhook signing, the sample member, and an emulator of Como's member API as far as it is publicly attested
+(docs/platforms.md, "Declarative sources"): ``POST /getMemberDetails`` with ``X-Api-Key``/``X-Branch-id``/
+``X-Pos-id`` headers and a body ``{"customer": {<identifier>: value}}``, answering ``{"status": "ok",
+"membership": {...}}`` or Como's error envelope ``{"status": "error", "errors": [{"code": "4001012", ...}]}``
+(customer not found)."""
 
 from __future__ import annotations
 
 import hmac
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from sandbox.emulators.base import EmulatorServer, Request
+from sandbox.platforms import Sample, declarative, guest_uuid
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 MEMBER_PATH = "/getMemberDetails"
 
@@ -62,3 +69,36 @@ class ComoEmulator(EmulatorServer):
         if member is None:
             return 200, {"status": "error", "errors": [{"code": "4001012", "message": "Customer not found"}]}
         return 200, {"status": "ok", "membership": member, "memberNotes": []}
+
+
+# -- the sandbox's Como -----------------------------------------------------------------------------
+
+SECRETS = {"como_webhook": "sandbox-como-secret", "como_api_key": "sandbox-como-key"}
+
+
+def emulator() -> ComoEmulator:
+    return ComoEmulator(api_key=SECRETS["como_api_key"])
+
+
+def environment(emulator: ComoEmulator) -> dict[str, str]:
+    return {"COMO_API_KEY": SECRETS["como_api_key"], "COMO_BRANCH_ID": "sandbox-branch", "COMO_POS_ID": "sandbox-pos"}
+
+
+def source(emulator: ComoEmulator) -> dict[str, Any]:
+    return {"name": "como", "preset": "como",
+            "auth": {"type": "hmac", "header": "X-Como-Signature", "secret": SECRETS["como_webhook"]},
+            "fetch": {"url": emulator.url + "/getMemberDetails?returnAssets=active"}}
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    return declarative.sign("como", body, environ)
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    member_id = guest_uuid("como", n)
+    sandbox.platforms["como"].add_member(make_member(member_id, firstName=f"Guest{n}", lastName="Como",
+                                                     email=f"guest{n}@como.sandbox.example", phoneNumber=None))
+    return {"event": "member.updated", "id": guest_uuid("como-event", n), "commonExtId": member_id}
+
+
+SAMPLE = Sample("como", "comoId", _build, lambda n: guest_uuid("como", n))

@@ -1,4 +1,5 @@
-"""Emulator of the Uber Eats pieces the bridge uses (shared/platforms/delivery.md §2).
+"""Uber Eats in the sandbox: an emulator of the API pieces the bridge uses (docs/platforms.md, "Uber Eats"),
+the sandbox's app credentials, webhook signing and the sample guest.
 
 - POST /oauth/v2/token: client-credentials tokens (auth.uber.com in production).
 - GET /v2/eats/order/{order_id}: order details, the only place eater data lives,
@@ -6,7 +7,6 @@
 
 Point both base URLs of the bridge at `emulator.url`, and build notifications
 with `make_notification(..., base_url=emulator.url)` so resource_href resolves here.
-Webhook signatures (X-Uber-Signature) live in tests/support/signing.py.
 """
 
 from __future__ import annotations
@@ -16,9 +16,15 @@ import secrets
 import time
 import uuid
 from collections import deque
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
+from chalicelib.core.signatures import hmac_sha256_hex
 from sandbox.emulators.base import EmulatorServer, Request
+from sandbox.platforms import Sample, fixture, guest_uuid, required
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 TOKEN_PATH = "/oauth/v2/token"
 ORDER_PREFIX = "/v2/eats/order/"
@@ -146,3 +152,41 @@ class UberEatsEmulator(EmulatorServer):
         if order is None:
             return 404, ORDER_NOT_FOUND
         return 200, order
+
+
+# -- the sandbox's Uber Eats --------------------------------------------------------------------------
+
+SECRETS = {"uber_client_id": "sandbox-uber-client", "uber_client_secret": "sandbox-uber-secret"}
+STORE = "c7f1dc2f-5d3b-4a4e-9f6e-2a1b3c4d5e6f"
+
+
+def emulator() -> UberEatsEmulator:
+    return UberEatsEmulator(client_id=SECRETS["uber_client_id"], client_secret=SECRETS["uber_client_secret"],
+                            token_limit_per_hour=None)
+
+
+def environment(emulator: UberEatsEmulator) -> dict[str, str]:
+    return {
+        "UBEREATS_CLIENT_ID": SECRETS["uber_client_id"],
+        "UBEREATS_CLIENT_SECRET": SECRETS["uber_client_secret"],
+        "UBEREATS_API_URL": emulator.url,
+        "UBEREATS_AUTH_URL": emulator.url,
+    }
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """``X-Uber-Signature``: hex HMAC-SHA256 of the body with the app's client secret."""
+    return {"X-Uber-Signature": hmac_sha256_hex(required(environ, "UBEREATS_CLIENT_SECRET"), body)}, {}
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    order_id = guest_uuid("ubereats-order", n)
+    sandbox.platforms["ubereats"].add_order(make_order(order_id, STORE, f"eater-{n}", first_name=f"Guest{n}"))
+    notification = fixture("ubereats/orders_notification.json")
+    notification.update(event_id=guest_uuid("ubereats-event", n),
+                        resource_href=f"https://api.uber.com/v2/eats/order/{order_id}")
+    notification["meta"].update(resource_id=order_id, user_id=STORE)
+    return notification
+
+
+SAMPLE = Sample("ubereats", "ubereatsId", _build, lambda n: f"eater-{n}")

@@ -1,5 +1,6 @@
-"""Emulator of the OHIP (Oracle Hospitality Integration Platform) pieces the bridge uses for OPERA Cloud
-(shared/platforms/hospitality.md §2.1, and oracle/hospitality-api-docs rest-api-specs/property/):
+"""Oracle OPERA Cloud in the sandbox: an emulator of the OHIP (Oracle Hospitality Integration Platform) pieces
+the bridge uses (docs/platforms.md, "OPERA Cloud"; oracle/hospitality-api-docs rest-api-specs/property/), the
+sandbox's credentials and the sample guest. OPERA sends no webhooks: its events are pulled.
 
 - POST /oauth/v1/tokens (oauth.json): Basic client id:secret, ``x-app-key``, optional ``enterpriseId``
   header, form ``grant_type=client_credentials`` + ``scope``; tokens last an hour.
@@ -17,9 +18,14 @@ import copy
 import hmac
 import secrets
 from collections import deque
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 from sandbox.emulators.base import EmulatorServer, Request
+from sandbox.platforms import Sample, fixture, guest_uuid
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 TOKEN_PATH = "/oauth/v1/tokens"
 EVENTS_PREFIX = "/int/v1/externalSystem/"
@@ -168,3 +174,52 @@ class OhipEmulator(EmulatorServer):
         if profile is None:
             return _error(404, "Profile not found")
         return 200, copy.deepcopy(profile)
+
+
+# -- the sandbox's OPERA Cloud ----------------------------------------------------------------------
+
+SECRETS = {
+    "oracle_client_id": "sandbox-ohip-client",
+    "oracle_client_secret": "sandbox-ohip-secret",
+    "oracle_app_key": "sandbox-ohip-app-key",
+}
+HOTEL, SYSTEM = "HOTEL1", "FULLWHERE"  # the hotel the bridge pulls, and its external system code
+
+
+def emulator() -> OhipEmulator:
+    return OhipEmulator(clients={SECRETS["oracle_client_id"]: SECRETS["oracle_client_secret"]},
+                        app_keys={SECRETS["oracle_app_key"]}, external_system_code=SYSTEM)
+
+
+def environment(emulator: OhipEmulator) -> dict[str, str]:
+    return {
+        "ORACLE_GATEWAY_URL": emulator.url,
+        "ORACLE_CLIENT_ID": SECRETS["oracle_client_id"],
+        "ORACLE_CLIENT_SECRET": SECRETS["oracle_client_secret"],
+        "ORACLE_APP_KEY": SECRETS["oracle_app_key"],
+        "ORACLE_EXTERNAL_SYSTEM_CODE": SYSTEM,
+        "ORACLE_HOTEL_IDS": HOTEL,
+    }
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    raise NotImplementedError("OPERA Cloud sends no webhooks (events are pulled): there is no request to sign")
+
+
+def _build(sandbox: Sandbox, n: int) -> None:
+    """Puts the guest's profile and its NEW PROFILE business event in OHIP, for the scheduled pull."""
+    profile_id = str(5000000 + n)
+    profile = copy.deepcopy(fixture("oracle/profile.json"))
+    profile["profileIdList"] = [{"type": "Profile", "id": profile_id}]
+    details = profile["profileDetails"]
+    details["customer"]["personName"][0].update(givenName=f"Guest{n}", surname="Opera")
+    details.setdefault("emails", {})["emailInfo"] = [
+        {"email": {"emailAddress": f"guest{n}@opera.sandbox.example", "primaryInd": True, "type": "HOME"}}]
+    details.pop("telephones", None)
+    ohip = sandbox.platforms["oracle"]
+    ohip.add_profile(profile_id, profile)
+    ohip.enqueue(HOTEL, make_event(guest_uuid("oracle-event", n), "NEW PROFILE", profile_id, hotel_id=HOTEL))
+    return None
+
+
+SAMPLE = Sample("oracle", "oracleId", _build, lambda n: str(5000000 + n), pulled=True)

@@ -1,4 +1,5 @@
-"""Emulator of the SevenRooms API calls the bridge makes (shared/platforms/reservations.md §2.4).
+"""SevenRooms in the sandbox: an emulator of the API calls the bridge makes (docs/platforms.md, "SevenRooms"),
+the sandbox's credentials, webhook signing and the sample guest.
 
 - POST {base}/auth: form-encoded ``client_id`` and ``client_secret`` → ``{"status": 200, "msg":
   "Successfully authenticated.", "data": {"token", "token_expiration_datetime"}}``; the token "expires
@@ -12,14 +13,21 @@ The base path is the API version, as on SevenRooms' servers (``https://api.seven
 
 from __future__ import annotations
 
+import base64
 import copy
+import hashlib
 import hmac
 import secrets
+from collections.abc import Mapping
 from datetime import datetime, timedelta, timezone
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from sandbox.emulators.base import EmulatorServer, Request
+from sandbox.platforms import Sample, fixture, required
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
 
 API_PREFIX = "/2_4"
 AUTH_PATH = f"{API_PREFIX}/auth"
@@ -87,3 +95,51 @@ class SevenRoomsEmulator(EmulatorServer):
                 return 404, {"status": 404, "msg": "Client not found."}
             self.client_requests += 1
             return 200, {"status": 200, "data": copy.deepcopy(client)}
+
+
+# -- the sandbox's SevenRooms -----------------------------------------------------------------------
+
+SECRETS = {
+    "sevenrooms_webhook_secret": "sandbox-sevenrooms-token",
+    "sevenrooms_client_id": "sandbox-sevenrooms-client",
+    "sevenrooms_client_secret": "sandbox-sevenrooms-secret",
+}
+
+
+def emulator() -> SevenRoomsEmulator:
+    return SevenRoomsEmulator(client_id=SECRETS["sevenrooms_client_id"], client_secret=SECRETS["sevenrooms_client_secret"])
+
+
+def environment(emulator: SevenRoomsEmulator) -> dict[str, str]:
+    return {
+        "SEVENROOMS_WEBHOOK_SECRET": SECRETS["sevenrooms_webhook_secret"],
+        "SEVENROOMS_CLIENT_ID": SECRETS["sevenrooms_client_id"],
+        "SEVENROOMS_CLIENT_SECRET": SECRETS["sevenrooms_client_secret"],
+        "SEVENROOMS_API_URL": emulator.api_url,
+    }
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    """As ``SEVENROOMS_AUTH`` says: the secret as ``?token=`` (the default), or an HMAC-SHA256 of the body in
+    ``SEVENROOMS_SIGNATURE_HEADER``, hex or base64 (``SEVENROOMS_SIGNATURE_ENCODING``)."""
+    secret = required(environ, "SEVENROOMS_WEBHOOK_SECRET")
+    if (environ.get("SEVENROOMS_AUTH") or "token").lower() == "token":
+        return {}, {"token": secret}
+    digest = hmac.new(secret.encode(), body, hashlib.sha256).digest()
+    hex_encoded = (environ.get("SEVENROOMS_SIGNATURE_ENCODING") or "hex").lower() == "hex"
+    header = environ.get("SEVENROOMS_SIGNATURE_HEADER") or "X-SevenRooms-Signature"
+    return {header: digest.hex() if hex_encoded else base64.b64encode(digest).decode()}, {}
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    client_id = f"sandbox-client-{n}"
+    client = {**fixture("sevenrooms/client.json")["data"], "id": client_id, "first_name": f"Guest{n}",
+              "last_name": "Rooms", "email": f"guest{n}@sevenrooms.sandbox.example", "phone_number": None}
+    sandbox.platforms["sevenrooms"].add_client(client)
+    payload = fixture("sevenrooms/reservation_created.json")
+    payload["entity"].update(id=f"sandbox-reservation-{n}", client_id=client_id, first_name=f"Guest{n}",
+                             last_name="Rooms", email=client["email"], phone_number=None)
+    return payload
+
+
+SAMPLE = Sample("sevenrooms", "sevenroomsId", _build, lambda n: f"sandbox-client-{n}")

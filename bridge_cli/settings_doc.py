@@ -1,0 +1,174 @@
+"""docs/settings.md, generated from the settings models, so that the document cannot drift from the code.
+
+``python -m bridge_cli settings-doc`` writes it; ``--check`` only says whether it is up to date, and
+tests/test_settings.py fails when it is not. The tables come from the fields (variable, default, secret or
+not, description); the prose around them is kept below.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from pydantic.fields import FieldInfo
+from pydantic_core import PydanticUndefined
+
+from chalicelib.core.registry import BUILTIN
+from chalicelib.infra.settings import Settings, SettingsModel
+
+DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
+COMMAND = ".venv/bin/python -m bridge_cli settings-doc"
+
+# Section headings of the built-in platforms (other platforms: their registry name, capitalised).
+TITLES = {"deliveroo": "Deliveroo", "ubereats": "Uber Eats", "mews": "Mews", "thefork": "TheFork",
+          "meta": "Meta Lead Ads", "sevenrooms": "SevenRooms", "zelty": "Zelty", "oracle": "Oracle OPERA Cloud",
+          "simphony": "Oracle Simphony"}
+
+INTRO = f"""\
+<!-- Generated from the settings models by `{COMMAND}`: edit the models' descriptions
+     (or the prose in bridge_cli/settings_doc.py), then run it again. tests/test_settings.py checks it. -->
+
+# Settings
+
+Every setting of the bridge: its variable, default, whether it is a secret, and its meaning. First the
+bridge-wide settings, then one section per platform (its connector's settings model). A platform whose
+webhook secret is unset refuses every webhook with 401. Where the values come from when running locally:
+[operations.md](operations.md#local-stack-and-tools).
+
+## Where settings come from
+
+All read from the environment, once per container, on first use; an empty variable counts as unset.
+`.chalice/config.json` sets none of them. In AWS, secret values may instead live in one Secrets Manager
+secret named by `SECRETS_ID` (a JSON object with the same keys); the environment wins over it.
+"""
+
+BRIDGE_NOTES = """\
+boto3 also reads its standard configuration from the environment: `AWS_REGION`, and
+`AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_DYNAMODB` (the local endpoints in tests).
+"""
+
+TENANTS = """\
+## Tenants
+
+One deployment can serve several Fullwhere accounts. Without a tenants document, one `default` tenant
+uses the `FULLWHERE_*` and `MEWS_ACCESS_TOKEN` settings and owns every platform account. With one:
+
+```json
+{"tenants": [{
+  "id": "bistro-paris",
+  "fullwhere_api_key": "…", "fullwhere_api_secret": "…",
+  "phone_region": "FR",
+  "platforms": {
+    "deliveroo": {"accounts": {"<order.location_id>": {}}},
+    "ubereats":  {"accounts": {"<store id = webhook meta.user_id>": {}}},
+    "mews":      {"accounts": {"<EnterpriseId>": {"access_token": "<that enterprise's AccessToken>"}}},
+    "thefork":   {"accounts": {"<restaurantUuid>": {}, "<groupUuid>": {}}},
+    "meta":      {"accounts": {"<page id>": {"page_access_token": "<that Page's long-lived token>"}}},
+    "sevenrooms": {"accounts": {"<venue_id>": {}, "<venue_group_id>": {}}},
+    "zelty":     {"accounts": {"<restaurant_id>": {}}},
+    "oracle":    {"accounts": {"<hotel code>": {}}},
+    "zenchef":   {"accounts": {"<the source's account_id value>": {}}}
+  }}]}
+```
+
+The document is validated at load (unknown platforms, duplicate ids, an account listed by two tenants
+are errors with a clear message). An event whose account no tenant lists goes to the dead-letter
+queue with the reason `unrouted`.
+"""
+
+
+class Section(NamedTuple):
+    title: str
+    model: type[SettingsModel]
+    fields: list[str]  # the model's fields shown in this section
+
+
+def platform_models() -> list[tuple[str, type[SettingsModel]]]:
+    """``(title, model)`` of every platform's settings: the built-in connectors', then the declarative sources'."""
+    from chalicelib.connectors import get_connector, settings_models
+    from chalicelib.domain.sources import SourcesSettings
+
+    titles = {get_connector(name).settings_model: TITLES.get(name, name.capitalize()) for name in BUILTIN}
+    titles[SourcesSettings] = "Declarative sources"
+    return [(titles[model], model) for model in settings_models() if model is not Settings]
+
+
+def sections() -> list[Section]:
+    """The document's tables. A bridge-wide field that a platform model also declares (same variable) is
+    that platform's, and shown only there."""
+    platforms = platform_models()
+    theirs = {model.variable(name) for _, model in platforms for name in model.model_fields}
+    bridge = [name for name in Settings.model_fields if Settings.variable(name) not in theirs]
+    return [Section("Bridge-wide settings", Settings, bridge),
+            *(Section(title, model, list(model.model_fields)) for title, model in platforms)]
+
+
+def render() -> str:
+    """The whole of docs/settings.md."""
+    parts = [INTRO]
+    for section in sections():
+        parts.append(f"## {section.title}\n\n{table(section)}")
+        if section.model is Settings:
+            parts.append(BRIDGE_NOTES)
+    parts.append(TENANTS)
+    return "\n".join(parts)
+
+
+def table(section: Section) -> str:
+    rows = ["| Variable | Default | Secret | Meaning |", "|---|---|---|---|"]
+    for name in section.fields:
+        field = section.model.model_fields[name]
+        rows.append(f"| `{section.model.variable(name)}` | {default(field)} | {'yes' if is_secret(field) else '–'} "
+                    f"| {meaning(field)} |")
+    return "\n".join(rows) + "\n"
+
+
+def default(field: FieldInfo) -> str:
+    value: Any = field.get_default(call_default_factory=True)
+    if value is PydanticUndefined:
+        return "required"
+    if value is None:
+        return "–"
+    if isinstance(value, bool):
+        text = "true" if value else "false"  # as written in the environment
+    elif isinstance(value, float) and value.is_integer():
+        text = str(int(value))
+    elif isinstance(value, (dict, list, tuple)):
+        text = json.dumps(value, ensure_ascii=False)
+    else:
+        text = str(value)
+    return f"`{text}`" if text else "empty"
+
+
+def is_secret(field: FieldInfo) -> bool:
+    extra = field.json_schema_extra
+    return field.repr is False or (isinstance(extra, dict) and extra.get("secret") is True)
+
+
+# "docs/operations.md#imports-in-doubt" in a description becomes a link relative to docs/.
+_DOC_REFERENCE = re.compile(r"(?<!\]\()(?<![\w/`\[])docs/([\w.-]+\.md)(#[\w-]+)?")
+
+
+def meaning(field: FieldInfo) -> str:
+    text = " ".join((field.description or "").split()).replace("|", "\\|")
+    return _DOC_REFERENCE.sub(lambda match: f"[{match[1]}]({match[1]}{match[2] or ''})", text)
+
+
+def run(args: argparse.Namespace) -> int:
+    from bridge_cli.common import console, errors
+
+    rendered = render()
+    current = DOCUMENT.read_text() if DOCUMENT.exists() else None
+    if args.check:
+        if current != rendered:
+            errors.print(f"docs/settings.md is out of date with the settings models: run `{COMMAND}`", soft_wrap=True)
+            return 1
+        console.print("docs/settings.md is up to date", soft_wrap=True)
+        return 0
+    if current != rendered:
+        DOCUMENT.write_text(rendered)
+    console.print(f"docs/settings.md {'written' if current != rendered else 'already up to date'}")
+    return 0

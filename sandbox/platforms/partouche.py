@@ -1,0 +1,38 @@
+"""Groupe Partouche (a declarative source) in the sandbox: its entry of the sources document, its secret, webhook
+signing and the sample guest. The bridge calls no Groupe Partouche API, so there is no emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sandbox.platforms import Sample, declarative
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
+
+SECRETS = {"partouche": "sandbox-partouche-token"}
+
+
+def emulator() -> None:
+    return None
+
+
+def environment(emulator: None) -> dict[str, str]:
+    return {}
+
+
+def source(emulator: None) -> dict[str, Any]:
+    return {"name": "partouche", "preset": "partouche", "auth": {"type": "token", "query": "token", "secret": SECRETS["partouche"]}}
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    return declarative.sign("partouche", body, environ)
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    return {"event": "customer.created", "customer": {"player_id": 700000 + n, "prenom": f"Guest{n}",
+                                                      "nom": "Partouche", "email": f"guest{n}@partouche.sandbox.example"}}
+
+
+SAMPLE = Sample("partouche", "partoucheId", _build, lambda n: str(700000 + n))

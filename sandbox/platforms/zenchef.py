@@ -1,0 +1,40 @@
+"""Zenchef (a declarative source) in the sandbox: its entry of the sources document, its secret, webhook
+signing and the sample guest. The bridge calls no Zenchef API, so there is no emulator."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from sandbox.platforms import Sample, declarative, fixture
+
+if TYPE_CHECKING:
+    from sandbox.stack import Sandbox
+
+SECRETS = {"zenchef": "whsec_c2FuZGJveC16ZW5jaGVmLXNlY3JldC0yNGJ5dGVz"}
+
+
+def emulator() -> None:
+    return None
+
+
+def environment(emulator: None) -> dict[str, str]:
+    return {}
+
+
+def source(emulator: None) -> dict[str, Any]:
+    return {"name": "zenchef", "preset": "zenchef", "auth": {"type": "standard_webhooks", "secret": SECRETS["zenchef"]}}
+
+
+def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+    return declarative.sign("zenchef", body, environ)
+
+
+def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
+    payload = fixture("sources/zenchef_booking.json")
+    payload["booking"].update(uid=f"bk-{n}", customer_uid=f"cust-{n}", first_name=f"Guest{n}", last_name="Chef",
+                              email=f"guest{n}@zenchef.sandbox.example", telephone=None)
+    return payload
+
+
+SAMPLE = Sample("zenchef", "zenchefId", _build, lambda n: f"cust-{n}")
