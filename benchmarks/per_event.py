@@ -82,7 +82,7 @@ def run(events: int = 300) -> list[Figure]:
                 else:
                     request = WebhookRequest(sample.platform, delivery.body,
                                              {k.lower(): v for k, v in delivery.headers.items()}, delivery.query)
-                    connector.verify(request, settings)
+                    connector.verify(request)
                     parsed_events = connector.parse(request).events
                 seen, bodies = set(), []
                 for event in parsed_events:

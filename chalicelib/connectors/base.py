@@ -17,16 +17,13 @@ in :mod:`chalicelib.connectors`.
 
 from __future__ import annotations
 
-import json
-import re
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict, ValidationError
-
-from chalicelib.core.errors import describe_validation_error, malformed, unauthorized
+from chalicelib.core.errors import unauthorized
+from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.domain.tenants import Tenant, credentials_for
 from chalicelib.infra.http import Deadline
@@ -44,6 +41,13 @@ class WebhookRequest:
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name.lower())
+
+    def required_header(self, name: str) -> str:
+        """The header's value; a request without it is refused (401)."""
+        value = self.headers.get(name.lower())
+        if not value:
+            raise unauthorized(f"missing {name}")
+        return value
 
 
 @dataclass
@@ -92,36 +96,41 @@ class Context:
         return self.tenant.phone_region or self.settings.default_phone_region
 
 
-class PayloadModel(BaseModel):
-    """Base of the platforms' payload models: unknown fields are ignored (platforms add fields without
-    notice) and numbers are accepted where an id string is expected."""
-
-    # Built on first use, not at import: a cold start pays only for the models its request needs.
-    model_config = ConfigDict(extra="ignore", coerce_numbers_to_str=True, defer_build=True)
-
-
 class Connector(ABC):
+    """A platform's connector. Its class line states the platform's facts: its name, the Fullwhere field
+    holding its customer id, its settings model (its <PLATFORM>_* variables, loaded on first use) and the
+    field of that model that authenticates its webhooks, e.g. ``class MewsConnector(Connector,
+    platform="mews", id_field="mewsId", settings=MewsSettings, secret="webhook_token")``."""
+
     name: ClassVar[str]
-    # This platform's own settings (its <PLATFORM>_* variables), loaded the first time it is used.
-    settings_model: ClassVar[type[SettingsModel] | None] = None
-    # The field of ``settings_model`` holding the secret or token that authenticates this platform's webhooks.
-    secret_setting: ClassVar[str]
-    # The Fullwhere field that holds this platform's customer id (deliverooId, ubereatsId, ...).
     id_field: ClassVar[str]
+    settings_model: ClassVar[type[SettingsModel] | None] = None
+    secret_setting: ClassVar[str] = ""
     # The acknowledgement the platform expects.
     ack_status: ClassVar[int] = 200
     ack_body: ClassVar[str] = ""
     ack_content_type: ClassVar[str] = "text/plain"
 
+    def __init_subclass__(cls, *, platform: str | None = None, id_field: str | None = None,
+                          settings: type[SettingsModel] | None = None, secret: str = "", **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if platform is not None:
+            cls.name, cls.id_field, cls.settings_model, cls.secret_setting = platform, id_field, settings, secret
+
     def platform_settings(self) -> Any:
         """This platform's settings (may raise SettingsError when they are invalid)."""
         return settings_of(self.settings_model) if self.settings_model else get_settings()
 
-    def configured(self, settings: Settings) -> bool:
+    def configured(self) -> bool:
         """Whether the secret needed to verify this platform's webhooks is set (never reveals it)."""
         return bool(getattr(self.platform_settings(), self.secret_setting))
 
-    def webhook_secret(self, settings: Settings) -> str:
+    def query_token(self, request: WebhookRequest, parameter: str) -> None:
+        """Refuse (401) a request whose ``parameter`` query value is not the webhook secret."""
+        if not equal(request.query.get(parameter), self.webhook_secret()):
+            raise unauthorized(f"{parameter} query parameter missing or wrong")
+
+    def webhook_secret(self) -> str:
         """The verification secret; an unconfigured platform accepts nothing (401), rather than anything."""
         own = self.platform_settings()
         secret = getattr(own, self.secret_setting)
@@ -130,14 +139,14 @@ class Connector(ABC):
         return secret
 
     @abstractmethod
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
+    def verify(self, request: WebhookRequest) -> None:
         """Raise :func:`~chalicelib.core.errors.unauthorized` unless the request is authentic."""
 
     @abstractmethod
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         """Events from a verified body; raise :func:`~chalicelib.core.errors.malformed` with a reason."""
 
-    def handshake(self, request: WebhookRequest, settings: Settings) -> tuple[int, str, str]:
+    def handshake(self, request: WebhookRequest) -> tuple[int, str, str]:
         """Answer a ``GET`` on the webhook URL: ``(status, body, content type)``.
 
         Most platforms never send one; those with a verification handshake (Meta) override this.
@@ -151,39 +160,3 @@ class Connector(ABC):
     @abstractmethod
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
         """The Fullwhere customer for ``guest`` (the pipeline then checks it has an identity)."""
-
-
-def load_json(body: bytes) -> Any:
-    """Parse a body whatever its declared content type; a clear 400 reason when it is not JSON."""
-    if not body:
-        raise malformed("empty body")
-    try:
-        text = body.decode("utf-8")
-    except UnicodeDecodeError:
-        raise malformed("body is not valid UTF-8") from None
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise malformed(f"body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
-    except RecursionError:
-        raise malformed("body is nested too deeply") from None
-    except ValueError:  # an integer of more than 4300 digits (Python's int conversion limit)
-        raise malformed("body holds a number too large to read") from None
-    if _SURROGATE_ESCAPE.search(text):
-        # "\ud800" alone decodes to a string no UTF-8 encoder accepts: the event could never be queued.
-        try:
-            json.dumps(document, ensure_ascii=False).encode("utf-8")
-        except UnicodeEncodeError:
-            raise malformed("body holds an unpaired UTF-16 surrogate escape") from None
-    return document
-
-
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-
-
-def validate(model: type[BaseModel], data: Any, what: str) -> Any:
-    """Validate ``data`` against a payload model, turning errors into a 400 reason (fields, not values)."""
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise malformed(f"{what}: {describe_validation_error(exc, limit=5)}") from None

@@ -14,7 +14,8 @@ import re
 from typing import Any
 from urllib.parse import quote
 
-from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest, load_json
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import load_json
 from chalicelib.connectors.shared import present
 from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
@@ -22,7 +23,6 @@ from chalicelib.core.signatures import equal, hmac_digest, standard_webhooks_val
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.domain.sources import HmacAuth, NoAuth, Source, StandardWebhooksAuth, TokenAuth, expand_placeholders
 from chalicelib.infra.http import raise_for_status, send
-from chalicelib.infra.settings import Settings
 
 
 def search(expression: str | None, data: Any) -> Any:
@@ -58,9 +58,8 @@ def _interpreter() -> Any:
 
 
 class DeclarativeConnector(Connector):
-    # No settings model: each source's secret is declared in the sources document (inline, or the
-    # environment variable its secret_env names), not in <PLATFORM>_* settings.
-    secret_setting = ""
+    """One source of the sources document. It has no settings model: its secret is declared in the
+    document (inline, or the environment variable its ``secret_env`` names)."""
 
     def __init__(self, source: Source):
         self.source = source
@@ -71,24 +70,22 @@ class DeclarativeConnector(Connector):
         self.ack_content_type = source.ack.content_type
 
     # -- authentication --------------------------------------------------------------------------
-    def configured(self, settings: Settings) -> bool:
+    def configured(self) -> bool:
         return isinstance(self.source.auth, NoAuth) or bool(self.source.auth.secret_value())
 
-    def webhook_secret(self, settings: Settings) -> str:
+    def webhook_secret(self) -> str:
         secret = None if isinstance(self.source.auth, NoAuth) else self.source.auth.secret_value()
         if not secret:
             raise unauthorized(f"the secret of source {self.name!r} is not configured")
         return secret
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
+    def verify(self, request: WebhookRequest) -> None:
         auth = self.source.auth
         if isinstance(auth, NoAuth):
             return  # explicitly declared: this source is authenticated by nothing
-        secret = self.webhook_secret(settings)
+        secret = self.webhook_secret()
         if isinstance(auth, HmacAuth):
-            given = request.header(auth.header)
-            if not given:
-                raise unauthorized(f"missing {auth.header}")
+            given = request.required_header(auth.header)
             expected = auth.prefix + hmac_digest(secret.encode(), self._signed(auth, request), auth.algorithm, auth.encoding)
             if auth.encoding == "hex":
                 given, expected = given.strip().lower(), expected.lower()

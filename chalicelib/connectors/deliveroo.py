@@ -10,22 +10,14 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import present
 from chalicelib.core.errors import malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name
 from chalicelib.core.signatures import hex_signature_matches
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 
 IMPORTED_EVENTS = ("order.new", "order.status_update", "new_order")
 # The deprecated POS webhooks, signed with the " \n " separator.
@@ -77,14 +69,11 @@ class Envelope(PayloadModel):
     order: Order | None = None  # order.status_update puts the order at the top level
 
 
-class DeliverooConnector(Connector):
-    name = "deliveroo"
-    settings_model = DeliverooSettings
-    secret_setting = "webhook_secret"
-    id_field = "deliverooId"
+class DeliverooConnector(Connector, platform="deliveroo", id_field="deliverooId",
+                         settings=DeliverooSettings, secret="webhook_secret"):
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        key = self.webhook_secret(settings)
+    def verify(self, request: WebhookRequest) -> None:
+        key = self.webhook_secret()
         guid = request.header("x-deliveroo-sequence-guid")
         signature = request.header("x-deliveroo-hmac-sha256")
         if not guid or not signature:

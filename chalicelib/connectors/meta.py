@@ -15,23 +15,15 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import answer_object, present
 from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import json_object, parse_retry_after, raise_for_status, send
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 
 WHAT = "Meta Graph API"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -126,13 +118,9 @@ class LeadgenValue(PayloadModel):
     adgroup_id: str | None = None
 
 
-class MetaLeadAdsConnector(Connector):
-    name = "meta"
-    settings_model = MetaSettings
-    secret_setting = "app_secret"
-    id_field = "metaId"
+class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settings=MetaSettings, secret="app_secret"):
 
-    def handshake(self, request: WebhookRequest, settings: Settings) -> tuple[int, str, str]:
+    def handshake(self, request: WebhookRequest) -> tuple[int, str, str]:
         own: MetaSettings = self.platform_settings()
         token_ok = equal(request.query.get("hub.verify_token"), own.verify_token)
         if request.query.get("hub.mode") != "subscribe" or not token_ok:
@@ -142,12 +130,9 @@ class MetaLeadAdsConnector(Connector):
             return _forbidden("hub.challenge is missing")
         return 200, challenge, "text/plain"
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        secret = self.webhook_secret(settings)
-        header = request.header(SIGNATURE_HEADER)
-        if not header:
-            raise unauthorized(f"missing {SIGNATURE_HEADER}")
-        header = header.strip()
+    def verify(self, request: WebhookRequest) -> None:
+        secret = self.webhook_secret()
+        header = request.required_header(SIGNATURE_HEADER).strip()
         if not header.startswith(SIGNATURE_PREFIX):
             raise unauthorized(f"{SIGNATURE_HEADER} must be {SIGNATURE_PREFIX}<hex>")
         if not hex_signature_matches(secret, request.body, header[len(SIGNATURE_PREFIX):]):

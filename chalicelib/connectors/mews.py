@@ -12,23 +12,14 @@ from typing import Any
 from pydantic import Field
 
 from chalicelib import __version__
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import answer_object, present
-from chalicelib.core.errors import PermanentError, unauthorized
+from chalicelib.core.errors import PermanentError
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
-from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import send
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 
 CUSTOMER_EVENTS = ("CustomerAdded", "CustomerUpdated")
 RESERVATION_EVENTS = ("ServiceOrderUpdated",)
@@ -65,15 +56,10 @@ class GeneralWebhook(PayloadModel):
     Events: list[WebhookEvent]
 
 
-class MewsConnector(Connector):
-    name = "mews"
-    settings_model = MewsSettings
-    secret_setting = "webhook_token"
-    id_field = "mewsId"
+class MewsConnector(Connector, platform="mews", id_field="mewsId", settings=MewsSettings, secret="webhook_token"):
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        if not equal(request.query.get("Token"), self.webhook_secret(settings)):
-            raise unauthorized("Mews Token query parameter missing or wrong")
+    def verify(self, request: WebhookRequest) -> None:
+        self.query_token(request, "Token")
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         document = load_json(request.body)

@@ -24,7 +24,7 @@ from chalicelib.core.errors import PermanentError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import Deadline, send
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 from chalicelib.infra.tokens import TokenCache, request_client_credentials
 
 WHAT_EVENTS = "OHIP business events API"
@@ -116,13 +116,10 @@ class OhipCredentials:
         return [OracleSettings.variable(name) for name in needed if not getattr(self, name)]
 
 
-class OracleOperaConnector(Connector):
-    name = "oracle"
-    settings_model = OracleSettings
-    secret_setting = "client_secret"
-    id_field = "oracleId"
+class OracleOperaConnector(Connector, platform="oracle", id_field="oracleId",
+                           settings=OracleSettings, secret="client_secret"):
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
+    def verify(self, request: WebhookRequest) -> None:
         raise unauthorized(NOT_PUSHED)
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:

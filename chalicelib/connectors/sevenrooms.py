@@ -18,23 +18,15 @@ from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import answer_object, present
 from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import Deadline, send
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 from chalicelib.infra.tokens import TokenCache
 
 WHAT = "SevenRooms API"
@@ -113,24 +105,16 @@ class Envelope(PayloadModel):
     updates: Any = None  # an array of {field, previous} [S] (one receiver says object): not used
 
 
-class SevenRoomsConnector(Connector):
-    name = "sevenrooms"
-    settings_model = SevenRoomsSettings
-    secret_setting = "webhook_secret"
-    id_field = "sevenroomsId"
+class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenroomsId",
+                          settings=SevenRoomsSettings, secret="webhook_secret"):
 
     # -- authentication ----------------------------------------------------------------------------
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        secret = self.webhook_secret(settings)
+    def verify(self, request: WebhookRequest) -> None:
+        secret = self.webhook_secret()
         own: SevenRoomsSettings = self.platform_settings()
         if own.auth == "token":
-            if not equal(request.query.get(TOKEN_PARAMETER), secret):
-                raise unauthorized("SevenRooms token query parameter missing or wrong")
-            return
-        header = own.signature_header
-        signature = request.header(header)
-        if not signature:
-            raise unauthorized(f"missing {header}")
+            return self.query_token(request, TOKEN_PARAMETER)
+        signature = request.required_header(own.signature_header)
         if not _signature_matches(secret, request.body, signature, own.signature_encoding):
             raise unauthorized("SevenRooms signature does not match")
 

@@ -16,20 +16,12 @@ from typing import Any
 
 from pydantic import Field
 
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.core.errors import SettingsError, unauthorized
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 
 
 class SimphonySettings(SettingsModel):
@@ -54,14 +46,11 @@ class Notification(PayloadModel):
     messages: list[Message]
 
 
-class OracleSimphonyConnector(Connector):
-    name = "simphony"
-    settings_model = SimphonySettings
-    secret_setting = "hmac_keys"
-    id_field = "oracleId"
+class OracleSimphonyConnector(Connector, platform="simphony", id_field="oracleId",
+                              settings=SimphonySettings, secret="hmac_keys"):
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        keys = hmac_keys(self.webhook_secret(settings))
+    def verify(self, request: WebhookRequest) -> None:
+        keys = hmac_keys(self.webhook_secret())
         key_id = (request.header("key-id") or "").strip()
         digest = (request.header("digest") or "").strip()
         if not key_id:

@@ -14,23 +14,14 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import answer_object, present
-from chalicelib.core.errors import PermanentError, malformed, unauthorized
+from chalicelib.core.errors import PermanentError, malformed
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
-from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import Deadline, send
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 from chalicelib.infra.tokens import TokenCache, request_client_credentials
 
 # eventType → the entity it is about (and the API collection to fetch it from).
@@ -82,17 +73,13 @@ class Notification(PayloadModel):
     restaurantUuid: str | None = None
 
 
-class TheForkConnector(Connector):
-    name = "thefork"
-    settings_model = TheForkSettings
-    secret_setting = "webhook_token"
-    id_field = "theForkId"
+class TheForkConnector(Connector, platform="thefork", id_field="theForkId",
+                       settings=TheForkSettings, secret="webhook_token"):
     ack_body = '{"data":{}}'
     ack_content_type = "application/json"
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        if not equal(request.query.get("token"), self.webhook_secret(settings)):
-            raise unauthorized("TheFork token query parameter missing or wrong")
+    def verify(self, request: WebhookRequest) -> None:
+        self.query_token(request, "token")
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         notification = validate(Notification, load_json(request.body), "TheFork webhook")

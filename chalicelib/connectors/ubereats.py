@@ -21,23 +21,15 @@ from urllib.parse import quote
 
 from pydantic import Field
 
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import answer_object, present
 from chalicelib.core.errors import PermanentError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name
 from chalicelib.core.signatures import hex_signature_matches
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import send
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 from chalicelib.infra.tokens import TokenCache, request_client_credentials
 
 IMPORTED_EVENTS = ("orders.notification", "orders.scheduled.notification")
@@ -66,18 +58,12 @@ class Notification(PayloadModel):
     resource_href: str | None = None
 
 
-class UberEatsConnector(Connector):
-    name = "ubereats"
-    settings_model = UberEatsSettings
-    secret_setting = "client_secret"
-    id_field = "ubereatsId"
+class UberEatsConnector(Connector, platform="ubereats", id_field="ubereatsId",
+                        settings=UberEatsSettings, secret="client_secret"):
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        key = self.webhook_secret(settings)
-        signature = request.header("x-uber-signature")
-        if not signature:
-            raise unauthorized("missing X-Uber-Signature")
-        if not hex_signature_matches(key, request.body, signature):
+    def verify(self, request: WebhookRequest) -> None:
+        signature = request.required_header("X-Uber-Signature")
+        if not hex_signature_matches(self.webhook_secret(), request.body, signature):
             raise unauthorized("Uber Eats signature does not match")
 
     def parse(self, request: WebhookRequest) -> ParsedWebhook:

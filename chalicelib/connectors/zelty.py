@@ -16,22 +16,14 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from chalicelib.connectors.base import (
-    Connector,
-    Context,
-    Event,
-    ParsedWebhook,
-    PayloadModel,
-    WebhookRequest,
-    load_json,
-    validate,
-)
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import present
 from chalicelib.core.errors import SettingsError, describe_validation_error, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.core.signatures import hex_signature_matches
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.infra.settings import Settings, SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret
 
 SIGNATURE_HEADER = "x-zelty-hmac-sha256"
 
@@ -39,9 +31,6 @@ SIGNATURE_HEADER = "x-zelty-hmac-sha256"
 class ZeltySettings(SettingsModel):
     env_prefix = "ZELTY_"
 
-    webhook_secret: str | None = secret(
-        "the `secret_key` you chose and registered with Zelty's `POST /webhooks` (version `v2`); it keys the "
-        "`x-zelty-hmac-sha256` signature. Unsigned (`v1`) webhooks are refused")
     # Validated on first use by customer_paths(), so that a mistake answers 503 naming the setting.
     customer_paths: str | None = Field(
         default=None,
@@ -50,6 +39,9 @@ class ZeltySettings(SettingsModel):
         "in docs/platforms.md (order events: `data.customer`; `customer.created`/`customer.updated`: `data`; keys "
         "`id`, `fname`, `name`, `mail`, `phone`, `sms_optin`, `mail_optin`). Zelty's customer object is not "
         "public, so this is where a correction goes")
+    webhook_secret: str | None = secret(
+        "the `secret_key` you chose and registered with Zelty's `POST /webhooks` (version `v2`); it keys the "
+        "`x-zelty-hmac-sha256` signature. Unsigned (`v1`) webhooks are refused")
 
 
 SETTING = ZeltySettings.variable("customer_paths")
@@ -225,14 +217,10 @@ class Envelope(PayloadModel):
     data: Any = None
 
 
-class ZeltyConnector(Connector):
-    name = "zelty"
-    settings_model = ZeltySettings
-    secret_setting = "webhook_secret"
-    id_field = "zeltyId"
+class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=ZeltySettings, secret="webhook_secret"):
 
-    def verify(self, request: WebhookRequest, settings: Settings) -> None:
-        secret = self.webhook_secret(settings)
+    def verify(self, request: WebhookRequest) -> None:
+        secret = self.webhook_secret()
         signature = request.header(SIGNATURE_HEADER)
         if not signature:
             # v1 webhooks are sent unsigned: accepting them would let anyone write customers into the CRM.

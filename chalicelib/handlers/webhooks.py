@@ -54,7 +54,7 @@ def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: 
     )
     try:
         settings = get_settings()
-        connector.verify(request, settings)
+        connector.verify(request)
         parsed = connector.parse(request)
         directory = get_directory()
     except RejectedRequest as rejected:
@@ -103,7 +103,7 @@ def handle_handshake(platform: str, headers: dict, query: dict | None) -> Respon
             return error_response(404, "unknown_platform", f"no connector for platform {platform[:40]!r}")
         request = WebhookRequest(platform=platform, body=b"", headers={k.lower(): v for k, v in (headers or {}).items()},
                                  query=dict(query or {}))
-        status, body, content_type = connector.handshake(request, get_settings())
+        status, body, content_type = connector.handshake(request)
     except SettingsError as exc:
         return _misconfigured(platform, exc)
     log("handshake", platform=platform, status=status)
@@ -118,7 +118,7 @@ def health() -> dict:
     try:
         settings = get_settings()
         # A platform's own settings load here too: an invalid one makes the bridge misconfigured.
-        platforms = {connector.name: {"configured": connector.configured(settings)} for connector in all_connectors()}
+        platforms = {connector.name: {"configured": connector.configured()} for connector in all_connectors()}
     except SettingsError as exc:
         return {"status": "misconfigured", "version": __version__, "reason": str(exc)}
     return {
