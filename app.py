@@ -1,21 +1,23 @@
-"""Routes and event handlers of the Fullwhere bridge. Each one hands its input to ``chalicelib/``."""
+"""Routes and event handlers of the Fullwhere bridge. Each one hands its input to ``chalicelib/handlers/``."""
 
 from chalice import Chalice, Rate
 
-# The three functions (API, retry worker, OPERA pull) all load this module: the worker's and the pull's
-# modules are imported by their own handlers, so the API's cold start never pays for them.
-from chalicelib.domain.retry_queue import RETRY_QUEUE_NAME
-from chalicelib.handlers import webhooks
+from chalicelib.core.names import RETRY_QUEUE_NAME
 from chalicelib.handlers.invocation import around_every_invocation
 
 app = Chalice(app_name="fullwhere-bridge")
 # Every handler's lines share one log context, and its metrics are written once when it ends.
 app.register_middleware(around_every_invocation, "all")
 
+# Each handler imports its module when first called: the three functions (API, retry worker, OPERA pull)
+# all load this file, and each pays only for its own code (docs/performance.md, "Cold start").
+
 
 # Any content type is accepted: Mews declares none, and every body is parsed from its raw bytes.
 @app.route("/webhooks/{platform}", methods=["POST"], content_types=["*/*"])
 def webhook(platform):
+    from chalicelib.handlers import webhooks
+
     request = app.current_request
     return webhooks.handle_webhook(platform, request.raw_body, dict(request.headers), request.query_params)
 
@@ -23,12 +25,16 @@ def webhook(platform):
 # Verification handshakes (Meta sends GET ?hub.mode=subscribe&hub.challenge=...).
 @app.route("/webhooks/{platform}", methods=["GET"])
 def webhook_handshake(platform):
+    from chalicelib.handlers import webhooks
+
     request = app.current_request
     return webhooks.handle_handshake(platform, dict(request.headers), request.query_params)
 
 
 @app.route("/health", methods=["GET"])
 def health():
+    from chalicelib.handlers import webhooks
+
     return webhooks.health()
 
 

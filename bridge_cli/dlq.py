@@ -50,7 +50,7 @@ def queues(args) -> Queues:
                            "(aws configure, or AWS_REGION)") from None
         retry_url = args.retry_queue_url or os.environ.get("RETRY_QUEUE_URL")
         if not retry_url:
-            from chalicelib.domain.retry_queue import RETRY_QUEUE_NAME
+            from chalicelib.core.names import RETRY_QUEUE_NAME
 
             retry_url = _call(sqs.get_queue_url, QueueName=RETRY_QUEUE_NAME)["QueueUrl"]
         return Queues(sqs, dead_letter_url, retry_url, "AWS", local=False)

@@ -91,3 +91,14 @@ def test_successful_webhooks_of_every_platform_never_import_boto3_for_guests_wit
         sample = SAMPLES[platform]
         imported = [c for c in customers if c[sample.id_field] == sample.guest_id(1)]
         assert len(imported) == 1 and imported[0]["email"], platform
+
+
+def test_loading_app_builds_no_model_and_loads_no_connector():
+    """``import app`` (every function's init) costs little more than Chalice: each handler loads its own code
+    when first called. A module-level import of a model or a connector on that path fails here, without
+    timing anything (the figures: docs/performance.md, "Cold start")."""
+    script = ("import json, sys; import app; print(json.dumps(sorted(m for m in sys.modules if m.startswith("
+              "('pydantic.fields', 'chalicelib.connectors', 'chalicelib.domain', 'chalicelib.flow', 'httpx', 'boto3')))))")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=60,
+                            check=True, env={"PATH": os.environ["PATH"]})
+    assert json.loads(result.stdout.strip().splitlines()[-1]) == []

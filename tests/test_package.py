@@ -21,7 +21,7 @@ import pytest
 import yaml
 
 from chalicelib.connectors import settings_models
-from chalicelib.domain.retry_queue import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
+from chalicelib.core.names import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
 
 # One worker runs this module, so `make package` runs once per test run: it is slow, and two at a time
 # in one project would share chalice's layer cache (.chalice/deployments) while it is being written.

@@ -22,9 +22,6 @@ from chalicelib.infra.settings import get_settings
 Stage = Literal["fetch", "import", "record"]
 DeadLetterKind = Literal["permanent", "exhausted", "unrouted", "poisoned"]
 MAX_DELAY_SECONDS = 900  # SQS DelaySeconds limit
-# The retry queue's name is fixed at deploy time: Chalice wires the worker to it by name.
-RETRY_QUEUE_NAME = "fullwhere-bridge-retry"
-DEAD_LETTER_QUEUE_NAME = "fullwhere-bridge-dead-letter"
 
 
 class RetryJob(BaseModel):

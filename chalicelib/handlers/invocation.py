@@ -10,13 +10,13 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from chalicelib import connectors
-from chalicelib.core.errors import SettingsError
 from chalicelib.infra import logs, metrics
-from chalicelib.infra.settings import get_settings
 
 
 def around_every_invocation(event: Any, get_response: Callable[[Any], Any]) -> Any:
+    # Imported here, like the handlers in app.py: loading app.py costs no more than Chalice itself.
+    from chalicelib import connectors
+
     try:
         with logs.log_context():
             _follow_log_level()
@@ -26,6 +26,9 @@ def around_every_invocation(event: Any, get_response: Callable[[Any], Any]) -> A
 
 
 def _follow_log_level() -> None:
+    from chalicelib.core.errors import SettingsError
+    from chalicelib.infra.settings import get_settings
+
     try:
         logs.set_level(get_settings().log_level)
     except SettingsError:
