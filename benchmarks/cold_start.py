@@ -10,6 +10,8 @@
    inside the process; ``--rounds`` rounds, each running every statement once, in turn:
 
    - ``import app``: the figure;
+   - issue 10's floor: ``import chalice, httpx`` and ``from pydantic import BaseModel``, then ``import app``,
+     in one process;
    - the floor: importing exactly the third-party modules ``import app`` loads (found by a probe
      process: chalice and the layer's modules, in the order the app imports them), so the difference
      is the bridge's own code only;
@@ -45,6 +47,8 @@ LIMIT = 1.15
 SIZE_LIMIT_MB = 5.0
 RUNTIME_PACKAGES = ("boto3", "botocore", "s3transfer", "dateutil", "urllib3", "six", "jmespath")
 ISSUE_FLOOR = "import chalice, httpx, phonenumbers, jmespath, yaml\nfrom pydantic import BaseModel"
+# Issue 10's measure: `import chalice, httpx; from pydantic import BaseModel`, then `import app`, in one process.
+STACK_FLOOR = ["chalice", "httpx", "pydantic.main"]
 
 TIMED = """
 import time
@@ -156,6 +160,7 @@ def cold_start(layout: Layout, rounds: int) -> list[Figure]:
     statements = {
         # The floor, then the rest of the app, in one process: both parts under the same conditions.
         "paired": PAIRED.format(modules=third_party),
+        "stack paired": PAIRED.format(modules=STACK_FLOOR),
         "app": TIMED.format(statement="import app"),
         "issue floor": TIMED.format(statement=ISSUE_FLOOR),
     }
@@ -167,15 +172,20 @@ def cold_start(layout: Layout, rounds: int) -> list[Figure]:
             result = layout.run(statements[name])
             if round_:
                 runs[name].append(result)
-    if any(result["boto3"] for result in runs["app"] + runs["paired"]):
+    if any(result["boto3"] for result in runs["app"] + runs["paired"] + runs["stack paired"]):
         raise RuntimeError("importing the app imported boto3")
 
     def ms(name: str, key: str = "wall") -> float:
         return median(result[key] for result in runs[name]) * 1000
 
-    paired = runs["paired"]
+    paired, stack = runs["paired"], runs["stack paired"]
     packages = sorted({name.split(".")[0] for name in third_party})
     return [
+        report(Figure(
+            "cold start", "import app (issue 10's floor)", median(r["floor"] + r["rest"] for r in stack) * 1000,
+            median(r["floor"] for r in stack) * 1000, "ms", LIMIT,
+            note=f"floor: import chalice, httpx; from pydantic import BaseModel, then the app, in one process; "
+                 f"median ratio {median((r['floor'] + r['rest']) / r['floor'] for r in stack):.2f}x")),
         report(Figure(
             "cold start", "import app", median(r["floor"] + r["rest"] for r in paired) * 1000,
             median(r["floor"] for r in paired) * 1000, "ms", LIMIT,
