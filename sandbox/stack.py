@@ -49,7 +49,7 @@ class Sandbox:
                                            latency=fullwhere_latency, **port("fullwhere"))
         # The API emulator of every platform that has one, by platform.
         self.platforms: dict[str, EmulatorServer] = {
-            name: server for name in platforms.names() if (server := platforms.module(name).emulator()) is not None}
+            name: server for name in platforms.names() if (server := platforms.emulator(name)) is not None}
         self.with_aws = with_aws
         self.with_fullwhere = with_fullwhere
         self._aws_port = ports.get("aws", 0)
@@ -103,7 +103,7 @@ class Sandbox:
         """Every setting the bridge needs to use the sandbox (plus boto3's, when it runs moto)."""
         env = {"SOURCES_FILE": str(self.sources_file)}
         for name in platforms.names():
-            env.update(platforms.module(name).environment(self.platforms.get(name)))
+            env.update(platforms.environment(name, self.platforms.get(name)))
         if self.fullwhere.running:
             env.update({"FULLWHERE_API_URL": self.fullwhere.url, "FULLWHERE_API_KEY": FULLWHERE_KEY,
                         "FULLWHERE_API_SECRET": FULLWHERE_SECRET})

@@ -48,6 +48,11 @@ def fixture_json(name: str) -> Any:
     return json.loads(fixture_bytes(name))
 
 
+# Short budgets and immediate redelivery keep tests fast; the timings and the backoff are tested on their own.
+FAST_RETRIES = {"INLINE_BUDGET_SECONDS": "2", "WORKER_CALL_TIMEOUT_SECONDS": "2", "MAX_ATTEMPTS": "4",
+                "RETRY_BASE_SECONDS": "0"}
+
+
 def reset_bridge_state() -> None:
     """Forget everything the bridge caches per container (settings, tenants, clients, tokens), and the
     metrics of a handler called directly in an earlier test (only Chalice's middleware flushes them)."""
@@ -157,11 +162,7 @@ def bridge(moto_endpoint, emulators, monkeypatch):
         "RETRY_QUEUE_URL": retry_url,
         "DEAD_LETTER_QUEUE_URL": dlq_url,
         "IDENTITY_TABLE": name,
-        "INLINE_BUDGET_SECONDS": "2",
-        "WORKER_CALL_TIMEOUT_SECONDS": "2",
-        "MAX_ATTEMPTS": "4",
-        # Immediate redelivery keeps tests fast; backoff itself is unit-tested.
-        "RETRY_BASE_SECONDS": "0",
+        **FAST_RETRIES,
         "DELIVEROO_WEBHOOK_SECRET": DELIVEROO_SECRET,
         "UBEREATS_CLIENT_ID": UBER_CLIENT_ID,
         "UBEREATS_CLIENT_SECRET": UBER_CLIENT_SECRET,

@@ -69,7 +69,9 @@ def test_every_platform_has_its_sandbox_module():
     assert platforms.names() == [*builtin_names(), *presets]
     for name in platforms.names():
         module = platforms.module(name)
-        assert callable(module.emulator) and callable(module.environment) and callable(module.sign), name
+        assert callable(getattr(module, "sign", None)) or name in presets, name
+        if hasattr(module, "emulator"):  # an emulator the bridge is pointed at
+            assert callable(module.emulator) and callable(module.environment), name
         assert isinstance(module.SECRETS, dict) and module.SAMPLE.platform == name, name
         if name in presets:
             assert module.SAMPLE.id_field == json.loads((PRESETS_DIR / f"{name}.json").read_text())["id_field"], name

@@ -10,9 +10,8 @@ A connector knows one platform and nothing else:
    fetch, the guest is in the event);
 4. :meth:`Connector.map` turns the platform's guest into a Fullwhere :class:`CustomerImport`.
 
-The pipeline does the rest (tenants, time budget, identity ledger, import, retry, dead letters), the
-same way for every platform. Adding a platform means adding one module with a subclass and listing it
-in :mod:`chalicelib.connectors`.
+The pipeline does the rest, the same way for every platform. Adding a platform: docs/architecture.md,
+"A platform in one place".
 """
 
 from __future__ import annotations

@@ -1,17 +1,9 @@
 """Uber Eats order webhooks (``orders.notification``, ``orders.scheduled.notification``).
 
-Signature [vendor docs]: ``X-Uber-Signature`` is the lower-case hex HMAC-SHA256 of the raw body keyed
-with the app's client secret. The webhook is thin (ids only), so the order is fetched from
-``GET {UBEREATS_API_URL}/v2/eats/order/{id}`` (built from the configured base and ``meta.resource_id``,
-never from the webhook's ``resource_href``, so a payload cannot point our token at another host) with a
-client-credentials token (``{UBEREATS_AUTH_URL}/oauth/v2/token``, scope ``eats.store.orders.read``).
-Token requests are limited to 100 per hour, so a token is cached per container until shortly before
-it expires.
-
-The order's ``eater`` gives a first name, a last-name initial and an anonymized relay phone with its
-access code: the phone is never imported. ``eaters[].id`` is the only identifier Uber gives and becomes
-``ubereatsId``. Uber describes it as the eater's identifier "for the order" and does not say whether it
-is stable across orders (docs/platforms.md).
+The webhook carries ids only: the order is fetched with a client-credentials token, from a URL built
+from the configured base, never from the webhook's ``resource_href`` (a payload must not point our token
+at another host). The eater's phone is Uber's relay line and is never imported; ``eaters[].id`` becomes
+``ubereatsId``. Signature, token limits and the id's stability: docs/platforms.md, "Uber Eats".
 """
 
 from __future__ import annotations

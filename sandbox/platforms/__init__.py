@@ -3,11 +3,12 @@
 A platform's module holds its API emulator and helpers, the sandbox's fixed credentials for it
 (``SECRETS``), and:
 
-- ``emulator() -> EmulatorServer | None``: its API emulator, or None when the bridge calls no API of it;
+- ``emulator() -> EmulatorServer``: its API emulator (left out when the bridge calls no API of it);
 - ``environment(emulator) -> dict[str, str]``: the bridge's variables pointing at that emulator, with the
-  sandbox's credentials;
+  sandbox's credentials (left out when it needs none);
 - ``sign(body, environ) -> (headers, query)``: what a genuine request carrying ``body`` would have, signed
-  with the secrets in ``environ`` (:class:`MissingSecret` when the one it needs is not set);
+  with the secrets in ``environ`` (:class:`MissingSecret` when the one it needs is not set); a declarative
+  source has none: it is signed as its entry of the sources document declares;
 - ``SAMPLE``: its sample guest (:class:`Sample`);
 - a declarative source also has ``source(emulator) -> dict``, its entry of the sandbox's sources document.
 
@@ -64,10 +65,24 @@ def module(name: str) -> ModuleType:
     return importlib.import_module(f"{__name__}.{name}")
 
 
+def emulator(name: str) -> Any:
+    """A new API emulator of platform ``name``, or None when the bridge calls no API of it."""
+    make = getattr(module(name), "emulator", None)
+    return make() if make else None
+
+
+def environment(name: str, server: Any) -> dict[str, str]:
+    """The bridge's variables for platform ``name`` in the sandbox (``server``: its emulator, if any)."""
+    variables = getattr(module(name), "environment", None)
+    return variables(server) if variables else {}
+
+
 def sign_for(platform: str, body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """``sign`` of ``platform``'s module, or of the declarative source ``platform`` of ``SOURCES_FILE``."""
-    if platform in _names():
-        return module(platform).sign(body, environ)
+    """``sign`` of ``platform``'s module; a declarative source (a module without ``sign``, or any source of the
+    sources document named by ``SOURCES_FILE``) is signed as the document declares."""
+    sign = getattr(module(platform), "sign", None) if platform in _names() else None
+    if sign is not None:
+        return sign(body, environ)
     from sandbox.platforms import declarative
 
     return declarative.sign(platform, body, environ)

@@ -3,10 +3,9 @@ signing and the sample guest. The bridge calls no Chr365 API, so there is no emu
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sandbox.platforms import Sample, declarative
+from sandbox.platforms import Sample
 
 if TYPE_CHECKING:
     from sandbox.stack import Sandbox
@@ -14,20 +13,8 @@ if TYPE_CHECKING:
 SECRETS = {"chr365": "sandbox-chr365-secret"}
 
 
-def emulator() -> None:
-    return None
-
-
-def environment(emulator: None) -> dict[str, str]:
-    return {}
-
-
 def source(emulator: None) -> dict[str, Any]:
     return {"name": "chr365", "preset": "chr365", "auth": {"type": "hmac", "header": "X-Chr365-Signature", "secret": SECRETS["chr365"]}}
-
-
-def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    return declarative.sign("chr365", body, environ)
 
 
 def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:

@@ -8,11 +8,10 @@ webhook signing, the sample member, and an emulator of Como's member API as far 
 from __future__ import annotations
 
 import hmac
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from sandbox.emulators.base import EmulatorServer, Request
-from sandbox.platforms import Sample, declarative, guest_uuid
+from sandbox.platforms import Sample, guest_uuid
 
 if TYPE_CHECKING:
     from sandbox.stack import Sandbox
@@ -88,10 +87,6 @@ def source(emulator: ComoEmulator) -> dict[str, Any]:
     return {"name": "como", "preset": "como",
             "auth": {"type": "hmac", "header": "X-Como-Signature", "secret": SECRETS["como_webhook"]},
             "fetch": {"url": emulator.url + "/getMemberDetails?returnAssets=active"}}
-
-
-def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    return declarative.sign("como", body, environ)
 
 
 def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:

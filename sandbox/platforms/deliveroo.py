@@ -16,11 +16,7 @@ if TYPE_CHECKING:
 SECRETS = {"deliveroo": "sandbox-deliveroo-webhook-secret"}
 
 
-def emulator() -> None:
-    return None
-
-
-def environment(emulator: None) -> dict[str, str]:
+def environment(emulator: None = None) -> dict[str, str]:
     return {"DELIVEROO_WEBHOOK_SECRET": SECRETS["deliveroo"]}
 
 

@@ -3,10 +3,9 @@ signing and the sample guest. The bridge calls no Groupe Partouche API, so there
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sandbox.platforms import Sample, declarative
+from sandbox.platforms import Sample
 
 if TYPE_CHECKING:
     from sandbox.stack import Sandbox
@@ -14,20 +13,8 @@ if TYPE_CHECKING:
 SECRETS = {"partouche": "sandbox-partouche-token"}
 
 
-def emulator() -> None:
-    return None
-
-
-def environment(emulator: None) -> dict[str, str]:
-    return {}
-
-
 def source(emulator: None) -> dict[str, Any]:
     return {"name": "partouche", "preset": "partouche", "auth": {"type": "token", "query": "token", "secret": SECRETS["partouche"]}}
-
-
-def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    return declarative.sign("partouche", body, environ)
 
 
 def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:

@@ -23,11 +23,7 @@ SECRETS = {
 }
 
 
-def emulator() -> None:
-    return None
-
-
-def environment(emulator: None) -> dict[str, str]:
+def environment(emulator: None = None) -> dict[str, str]:
     return {"SIMPHONY_HMAC_KEYS": json.dumps({SECRETS["simphony_key_id"]: SECRETS["simphony_key"]})}
 
 

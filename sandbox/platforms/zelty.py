@@ -110,11 +110,7 @@ class ZeltyEmulator(EmulatorServer):
 SECRETS = {"zelty": "sandbox-zelty-secret"}
 
 
-def emulator() -> None:
-    return None
-
-
-def environment(emulator: None) -> dict[str, str]:
+def environment(emulator: None = None) -> dict[str, str]:
     return {"ZELTY_WEBHOOK_SECRET": SECRETS["zelty"]}
 
 

@@ -3,10 +3,9 @@ signing and the sample guest. The bridge calls no Zenchef API, so there is no em
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from sandbox.platforms import Sample, declarative, fixture
+from sandbox.platforms import Sample, fixture
 
 if TYPE_CHECKING:
     from sandbox.stack import Sandbox
@@ -14,20 +13,8 @@ if TYPE_CHECKING:
 SECRETS = {"zenchef": "whsec_c2FuZGJveC16ZW5jaGVmLXNlY3JldC0yNGJ5dGVz"}
 
 
-def emulator() -> None:
-    return None
-
-
-def environment(emulator: None) -> dict[str, str]:
-    return {}
-
-
 def source(emulator: None) -> dict[str, Any]:
     return {"name": "zenchef", "preset": "zenchef", "auth": {"type": "standard_webhooks", "secret": SECRETS["zenchef"]}}
-
-
-def sign(body: bytes, environ: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    return declarative.sign("zenchef", body, environ)
 
 
 def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
