@@ -16,16 +16,10 @@ from typing import Any, NamedTuple
 from pydantic.fields import FieldInfo
 from pydantic_core import PydanticUndefined
 
-from chalicelib.core.registry import BUILTIN
 from chalicelib.infra.settings import Settings, SettingsModel
 
 DOCUMENT = Path(__file__).resolve().parent.parent / "docs" / "settings.md"
 COMMAND = ".venv/bin/python -m bridge_cli settings-doc"
-
-# Section headings of the built-in platforms (other platforms: their registry name, capitalised).
-TITLES = {"deliveroo": "Deliveroo", "ubereats": "Uber Eats", "mews": "Mews", "thefork": "TheFork",
-          "meta": "Meta Lead Ads", "sevenrooms": "SevenRooms", "zelty": "Zelty", "oracle": "Oracle OPERA Cloud",
-          "simphony": "Oracle Simphony"}
 
 INTRO = f"""\
 <!-- Generated from the settings models by `{COMMAND}`: edit the models' descriptions
@@ -88,12 +82,9 @@ class Section(NamedTuple):
 
 def platform_models() -> list[tuple[str, type[SettingsModel]]]:
     """``(title, model)`` of every platform's settings: the built-in connectors', then the declarative sources'."""
-    from chalicelib.connectors import get_connector, settings_models
-    from chalicelib.domain.sources import SourcesSettings
+    from chalicelib.connectors import settings_models
 
-    titles = {get_connector(name).settings_model: TITLES.get(name, name.capitalize()) for name in BUILTIN}
-    titles[SourcesSettings] = "Declarative sources"
-    return [(titles[model], model) for model in settings_models() if model is not Settings]
+    return [(model.title, model) for model in settings_models() if model is not Settings]
 
 
 def sections() -> list[Section]:

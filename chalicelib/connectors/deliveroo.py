@@ -27,7 +27,7 @@ NOT_SERVED_STATUSES = ("rejected",)
 
 
 class DeliverooSettings(SettingsModel):
-    env_prefix = "DELIVEROO_"
+    env_prefix, title = "DELIVEROO_", "Deliveroo"
 
     webhook_secret: str | None = secret("the webhook secret Deliveroo gives you (not the API secret)")
 

@@ -57,7 +57,7 @@ JSON_SETTING_KEYS = {"field_aliases": tuple(ALIASES), "consent_checkboxes": ("em
 
 
 class MetaSettings(SettingsModel):
-    env_prefix = "META_"
+    env_prefix, title = "META_", "Meta Lead Ads"
 
     verify_token: str | None = secret(
         "a long random string you choose and type in the Verify Token field of the App Dashboard's Webhooks; "

@@ -31,7 +31,7 @@ CIVILITIES = {"Mister": "Mr.", "Miss": "Ms.", "Misses": "Mrs."}
 
 
 class MewsSettings(SettingsModel):
-    env_prefix = "MEWS_"
+    env_prefix, title = "MEWS_", "Mews"
 
     webhook_token: str | None = secret("the token you gave Mews support for your webhook URL (`?Token=`)")
     client_token: str | None = secret("your Mews integration's `ClientToken`")

@@ -44,7 +44,7 @@ NON_VOICE_PHONES = {"fax", "pager", "telex", "data"}
 class OracleSettings(SettingsModel):
     """The default tenant's OHIP access (a tenants document may give it per hotel) and the pull's bounds."""
 
-    env_prefix = "ORACLE_"
+    env_prefix, title = "ORACLE_", "Oracle OPERA Cloud"
 
     gateway_url: str | None = Field(default=None, description=(
         "OPERA Cloud's OHIP gateway (`https://<host>`, without a path); the scheduled `oracle_pull` function "

@@ -57,7 +57,7 @@ CIVILITIES = {"mr": "Mr.", "mrs": "Mrs.", "ms": "Ms.", "miss": "Miss", "mx": "Mx
 
 
 class SevenRoomsSettings(SettingsModel):
-    env_prefix = "SEVENROOMS_"
+    env_prefix, title = "SEVENROOMS_", "SevenRooms"
 
     auth: str = Field(
         default="token", pattern=r"^(?i:token|hmac)$",

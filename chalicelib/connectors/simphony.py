@@ -25,7 +25,7 @@ from chalicelib.infra.settings import SettingsModel, secret
 
 
 class SimphonySettings(SettingsModel):
-    env_prefix = "SIMPHONY_"
+    env_prefix, title = "SIMPHONY_", "Oracle Simphony"
 
     # Parsed when a notification arrives (hmac_keys below), not at load: a malformed value makes this
     # webhook answer 503 without breaking /health or the other platforms.

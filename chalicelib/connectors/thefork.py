@@ -52,7 +52,7 @@ CIVILITIES = {
 
 
 class TheForkSettings(SettingsModel):
-    env_prefix = "THEFORK_"
+    env_prefix, title = "THEFORK_", "TheFork"
 
     webhook_token: str | None = secret("the token you generated and put in the webhook URL given to TheFork "
                                        "(`?token=`)")

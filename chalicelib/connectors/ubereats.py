@@ -29,7 +29,7 @@ WHAT = "Uber Eats API"
 
 
 class UberEatsSettings(SettingsModel):
-    env_prefix = "UBEREATS_"
+    env_prefix, title = "UBEREATS_", "Uber Eats"
 
     client_id: str | None = Field(default=None, description="the Uber Eats app's client id")
     client_secret: str | None = secret("the Uber Eats app's client secret; it also signs the webhooks")

@@ -29,7 +29,7 @@ SIGNATURE_HEADER = "x-zelty-hmac-sha256"
 
 
 class ZeltySettings(SettingsModel):
-    env_prefix = "ZELTY_"
+    env_prefix, title = "ZELTY_", "Zelty"
 
     # Validated on first use by customer_paths(), so that a mistake answers 503 naming the setting.
     customer_paths: str | None = Field(

@@ -31,7 +31,7 @@ MAPPED_FIELDS = ("firstName", "lastName", "displayName", "email", "phoneNumber",
 
 
 class SourcesSettings(SettingsModel):
-    env_prefix = "SOURCES_"
+    env_prefix, title = "SOURCES_", "Declarative sources"
 
     file: str | None = Field(default=None, description=(
         "a file holding the declarative sources document (Como, Groupe Partouche, Chr365, Zenchef, any JSON "

@@ -33,6 +33,7 @@ class SettingsModel(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="ignore", defer_build=True)
     env_prefix: ClassVar[str] = ""
+    title: ClassVar[str] = "Bridge-wide settings"  # its heading in docs/settings.md
 
     @classmethod
     def variable(cls, field: str) -> str:
