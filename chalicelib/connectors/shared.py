@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
-from chalicelib.core.errors import RetryableError
+from chalicelib.core.errors import PermanentError, RetryableError
 from chalicelib.infra.http import json_object, raise_for_status
 
 
@@ -31,3 +32,13 @@ def answer_object(response: httpx.Response, what: str, member: str | None = None
 def present(values: dict[str, Any]) -> dict[str, Any]:
     """``values`` without its empty entries: Fullwhere's metadata keeps only what the platform said."""
     return {key: value for key, value in values.items() if value}
+
+
+def path_segment(value: Any, what: str) -> str:
+    """``value`` (an id from a payload) quoted as one segment of a URL path. An empty id, ``.``, ``..``, or one
+    holding a slash, a backslash or a control character is no platform's id: it is refused, so that a payload
+    cannot move the path a credential is sent to."""
+    text = value if isinstance(value, str) else ""
+    if text.strip(".") == "" or any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in text):
+        raise PermanentError(f"{what} is not a usable id for the API's URL")
+    return quote(text, safe="")
