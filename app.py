@@ -19,7 +19,8 @@ def webhook(platform):
     from chalicelib.handlers import webhooks
 
     request = app.current_request
-    return webhooks.handle_webhook(platform, request.raw_body, dict(request.headers), request.query_params)
+    return webhooks.handle_webhook(platform, request.raw_body, dict(request.headers), request.query_params,
+                                   remaining_ms=getattr(app.lambda_context, "get_remaining_time_in_millis", None))
 
 
 # Verification handshakes (Meta sends GET ?hub.mode=subscribe&hub.challenge=...).

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Callable
 
 from chalice import Response
 
@@ -32,7 +33,8 @@ def error_response(status: int, error: str, reason: str) -> Response:
     return json_response(status, {"error": error, "reason": reason})
 
 
-def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: dict | None) -> Response:
+def handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query: dict | None,
+                   remaining_ms: Callable[[], float] | None = None) -> Response:
     watch = Stopwatch()
     try:
         connector = get_connector(platform)
