@@ -32,11 +32,12 @@ def webhook_handshake(platform):
     return webhooks.handle_handshake(platform, dict(request.headers), request.query_params)
 
 
+# Status and version only: the details are logged (chalicelib/handlers/health.py).
 @app.route("/health", methods=["GET"])
 def health():
-    from chalicelib.handlers import webhooks
+    from chalicelib.handlers import health as handler
 
-    return webhooks.health()
+    return handler.health()
 
 
 @app.on_sqs_message(queue=RETRY_QUEUE_NAME, batch_size=10, name="retry_worker")

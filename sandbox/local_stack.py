@@ -389,9 +389,11 @@ class LocalStack:
             return last + 1
 
     # -- what the tool and the user are told ------------------------------------------------------
-    def webhook_urls(self) -> dict[str, dict[str, str]]:
-        """Each platform's webhook URL (query secrets shown as ``<SETTING>``) and where its settings come from."""
+    def webhook_urls(self) -> dict[str, dict[str, Any]]:
+        """Each platform's webhook URL (query secrets shown as ``<SETTING>``), where its settings come from, and
+        whether it is configured (read here from the connectors: ``/health`` tells only its status)."""
         from chalicelib.connectors import all_connectors
+        from chalicelib.core.errors import SettingsError
         from sandbox.platforms import sign_for
 
         # This process runs with the bridge's environment (start()), so the sources are the bridge's.
@@ -399,7 +401,11 @@ class LocalStack:
         urls = {}
         for connector in connectors:
             group = connector.name if connector.name in self.origins else SOURCES_GROUP
-            entry = {"settings": self.origins.get(group, "environment")}
+            entry: dict[str, Any] = {"settings": self.origins.get(group, "environment")}
+            try:
+                entry["configured"] = connector.configured()
+            except SettingsError:  # the bridge answers 503 for it, and its log says why
+                entry["configured"] = False
             if connector.name == "oracle":
                 entry["webhook_url"] = ""
                 entry["note"] = f"no webhook: pulled every {self.pull_every:g} s" if self.pull_every > 0 else "no webhook"
@@ -444,7 +450,8 @@ class LocalStack:
                  "Webhook URLs (settings from):"]
         for name, entry in state["platforms"].items():
             where = entry["webhook_url"] or entry.get("note", "")
-            lines.append(f"  {name:<11} {where}  ({entry['settings']})")
+            unset = "" if entry["configured"] else ", not configured: refuses every request"
+            lines.append(f"  {name:<11} {where}  ({entry['settings']}{unset})")
         fullwhere = state["fullwhere"]
         if fullwhere["source"] == "sandbox":
             lines.append(f"\nFullwhere: the sandbox on {fullwhere['url']}, customers kept in {fullwhere['db']}")

@@ -232,16 +232,25 @@ FORBIDDEN_IN_LOGS = (
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Fail a passing test whose log lines (and EMF metric lines) hold a value listed above, any email,
-    phone or name of the fixtures, a secret configured while it ran, or an unmasked email
-    (tests/support/log_leaks.py)."""
+    """Fail a passing test whose output holds a value listed above, any email, phone or name of the
+    fixtures, a secret configured while it ran, or an unmasked email. Scanned: the bridge's log lines (and
+    EMF metric lines), what Chalice's app logger printed (its tracebacks), stderr, and the records any logger
+    passed to the root one (tests/support/log_leaks.py)."""
     outcome = yield
     report = outcome.get_result()
+    from tests.support.log_leaks import (
+        chalice_log_tap,
+        configured_secrets,
+        find_leaks,
+        fixture_personal_data,
+        scanned_output,
+    )
+
+    # Chalice's lines of this phase only (the tap is attached when the first test's setup ends).
+    chalice_lines = chalice_log_tap().drain()
     if report.when != "call" or not report.passed:
         return
-    from tests.support.log_leaks import bridge_log_lines, configured_secrets, find_leaks, fixture_personal_data
-
-    log_lines = bridge_log_lines(report.capstdout)
+    log_lines = scanned_output(report.capstdout, report.capstderr, report.caplog, chalice_lines)
     leaks = find_leaks(log_lines, {*FORBIDDEN_IN_LOGS, *fixture_personal_data(), *configured_secrets()})
     if leaks:
         report.outcome = "failed"

@@ -79,15 +79,14 @@ def test_platform_without_a_configured_secret_refuses_everything(bridge):
     assert "not configured" in response.json_body["reason"]
 
 
-def test_health_reports_version_and_configured_platforms_without_secrets(bridge):
+def test_health_answers_status_and_version_only(bridge):
+    """Unauthenticated: which platforms are configured is in the log line (tests/test_hardening_deploy.py)."""
     bridge.configure(ubereats_client_secret=None)
     response = bridge.client.http.get("/health")
     assert response.status_code == 200
     body = response.json_body
+    assert set(body) == {"status", "version"}
     assert body["status"] == "ok" and body["version"]
-    assert body["platforms"]["deliveroo"] == {"configured": True}
-    assert body["platforms"]["ubereats"] == {"configured": False}
-    assert body["platforms"]["mews"] == {"configured": True}
     text = json.dumps(body)
     for secret in (DELIVEROO_SECRET, UBER_CLIENT_SECRET, MEWS_WEBHOOK_TOKEN, "test-secret"):
         assert secret not in text

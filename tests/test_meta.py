@@ -131,11 +131,13 @@ def test_documented_webhook_imports_both_leads(meta, graph):
     assert elodie["metaId"] == f"lead:{ELODIE_LEAD}"
     # No consent checkbox is configured: the opt-ins stay null, not false.
     assert all("emailOptin" not in body and "smsOptin" not in body for body in sent_bodies(meta))
-    # Each lead is read with the Page token, an appsecret_proof and the lead-level fields.
+    # Each lead is read with the Page token (in the Authorization header, never the URL), an appsecret_proof
+    # and the lead-level fields.
     reads = graph.requests_matching("GET", "/v25.0/")
     assert sorted(r.route for r in reads) == [f"/v25.0/{JOE_LEAD}", f"/v25.0/{ELODIE_LEAD}"]
     proof = hmac.new(APP_SECRET.encode(), PAGE_TOKEN.encode(), hashlib.sha256).hexdigest()
-    assert all(r.query["access_token"] == PAGE_TOKEN and r.query["appsecret_proof"] == proof for r in reads)
+    assert all(r.headers["authorization"] == f"Bearer {PAGE_TOKEN}" and "access_token" not in r.query
+               and r.query["appsecret_proof"] == proof for r in reads)
     assert "custom_disclaimer_responses" in reads[0].query["fields"].split(",")
 
 

@@ -220,6 +220,56 @@ def test_iam_is_least_privilege(package):
         assert not any("logs" in json.dumps(statement) for statement in inline), f"{role_name}: {inline}"
 
 
+
+def _parameter(package, name: str, kind: str = "Number") -> Any:
+    parameter = package.template["Parameters"][name]
+    assert parameter["Type"] == kind, parameter
+    return parameter["Default"]
+
+
+def test_every_function_logs_to_its_own_group_kept_log_retention_days(package):
+    """Lambda's own /aws/lambda/<name> group keeps lines forever: each function has a group of the stack."""
+    assert int(_parameter(package, "LogRetentionDays")) == 30
+    groups = _of_type(package.resources, "AWS::Logs::LogGroup")
+    for name, group in groups.items():
+        assert group["Properties"]["RetentionInDays"] == {"Ref": "LogRetentionDays"}, name
+    used = {}
+    for name, function in _functions(package).items():
+        config = function["Properties"].get("LoggingConfig", {})
+        assert set(config) == {"LogGroup"}, f"{name} logs to Lambda's default group: give it one in deploy/resources.yaml"
+        used[name] = config["LogGroup"]["Ref"]
+    assert sorted(used.values()) == sorted(groups), f"one group per function: {used}"
+
+
+def test_functions_may_write_only_to_their_log_groups(package):
+    groups = [{"Fn::GetAtt": [name, "Arn"]} for name in _of_type(package.resources, "AWS::Logs::LogGroup")]
+    logging_statements = [(name, statement) for name, statement in _statements(package)
+                          if any(action.startswith("logs:") for action in _listed(statement["Action"]))]
+    assert logging_statements
+    for name, statement in logging_statements:
+        assert sorted(_listed(statement["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"], name
+        resources = _listed(statement["Resource"])
+        assert sorted(map(json.dumps, resources)) == sorted(map(json.dumps, groups)), f"{name}: {resources}"
+    assert "/aws/lambda/*" not in json.dumps(package.template)
+
+
+def test_api_stage_is_throttled_by_parameters(package):
+    assert int(_parameter(package, "ApiThrottlingRateLimit")) == 50
+    assert int(_parameter(package, "ApiThrottlingBurstLimit")) == 100
+    [(name, api)] = _of_type(package.resources, "AWS::Serverless::Api").items()
+    assert api["Properties"]["MethodSettings"] == [{
+        "ResourcePath": "/*", "HttpMethod": "*",
+        "ThrottlingRateLimit": {"Ref": "ApiThrottlingRateLimit"},
+        "ThrottlingBurstLimit": {"Ref": "ApiThrottlingBurstLimit"},
+    }], name
+
+
+def test_queues_cap_messages_at_256_kib(package):
+    """Stated, not SQS's default (1 MiB since 2025): the code keeps every job under 256 KiB."""
+    for queue in ("RetryQueue", "DeadLetterQueue"):
+        assert package.resources[queue]["Properties"]["MaximumMessageSize"] == 262144, queue
+
+
 def _zip(package, name: str) -> zipfile.ZipFile:
     return zipfile.ZipFile(package.dir / name)
 

@@ -11,17 +11,18 @@ import functools
 import hashlib
 import json
 import re
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import quote
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
 from chalicelib.connectors.payload import load_json
-from chalicelib.connectors.shared import present
+from chalicelib.connectors.shared import path_segment, present
 from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hmac_digest, standard_webhooks_valid
 from chalicelib.domain.fullwhere.models import CustomerImport
-from chalicelib.domain.sources import HmacAuth, NoAuth, Source, StandardWebhooksAuth, TokenAuth, expand_placeholders
+from chalicelib.domain.sources import HmacAuth, NoAuth, Source, StandardWebhooksAuth, TokenAuth, environment_value
 from chalicelib.infra.http import raise_for_status, send
 
 
@@ -55,6 +56,9 @@ def _interpreter() -> Any:
     from jmespath.visitor import TreeInterpreter
 
     return TreeInterpreter()
+
+
+_SIGNED_SLOTS = re.compile(r"\{header:(?P<header>[A-Za-z0-9_-]+)\}|\{query:(?P<query>[A-Za-z0-9_.-]+)\}")
 
 
 class DeclarativeConnector(Connector):
@@ -104,10 +108,12 @@ class DeclarativeConnector(Connector):
         """The bytes the sender signed, from the declared template (the body stays raw bytes)."""
         before, _, after = auth.signed.partition("{body}")
 
+        def value(slot: re.Match) -> str:
+            return (request.header(slot["header"]) or "") if slot["header"] else request.query.get(slot["query"], "")
+
         def render(template: str) -> bytes:
-            text = re.sub(r"\{header:([A-Za-z0-9_-]+)\}", lambda m: request.header(m.group(1)) or "", template)
-            text = re.sub(r"\{query:([A-Za-z0-9_.-]+)\}", lambda m: request.query.get(m.group(1), ""), text)
-            return text.encode()
+            # One pass: a header holding "{query:...}" is signed as those characters, not as the query's value.
+            return _SIGNED_SLOTS.sub(value, template).encode()
 
         return render(before) + request.body + render(after)
 
@@ -151,8 +157,9 @@ class DeclarativeConnector(Connector):
         if not guest_id:
             raise PermanentError(f"{self.name}: no id at {spec.id!r} to fetch the guest with")
         what = f"{self.name} API"
-        url = expand_placeholders(spec.url.replace("{id}", quote(guest_id, safe="")), f"source {self.name!r} fetch url")
-        headers = {key: expand_placeholders(value, f"source {self.name!r} header {key}") for key, value in spec.headers.items()}
+        url = _fill(spec.url, f"source {self.name!r} fetch url", self._url_id(spec.url, guest_id, spec.id))
+        headers = {key: _fill(value, f"source {self.name!r} header {key}", lambda _: _header_id(guest_id, spec.id, key))
+                   for key, value in spec.headers.items()}
         body = _render_body(spec.body, guest_id, self.name) if spec.method == "POST" else None
         response = send(spec.method, url, context.deadline, what=what, headers=headers, json=body)
         if response.status_code in spec.not_found_statuses:
@@ -167,6 +174,18 @@ class DeclarativeConnector(Connector):
         if not isinstance(guest, dict):
             raise PermanentError(f"{what} answered without a guest at {spec.result!r}")
         return guest
+
+    def _url_id(self, template: str, guest_id: str, expression: str) -> Callable[[re.Match], str]:
+        """How the id goes into the url at a ``{id}``: one quoted path segment before the query (``..``, ``/`` and
+        the like refused: the id must not move the path the API's credentials go to), a quoted value after."""
+        query_starts = template.find("?")
+
+        def encoded(slot: re.Match) -> str:
+            if 0 <= query_starts < slot.start():
+                return quote(guest_id, safe="")
+            return path_segment(guest_id, f"{self.name}: the value at {expression!r}")
+
+        return encoded
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
         mapping = self.source.mapping
@@ -217,9 +236,28 @@ def _digest(item: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(item, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
+# The operator's ${NAME} placeholders and the {id} slot, found in one pass over the template.
+_SLOTS = re.compile(r"\$\{(?P<name>[A-Z][A-Z0-9_]*)\}|\{id\}")
+
+
+def _fill(template: str, what: str, id_text: Callable[[re.Match], str]) -> str:
+    """``template`` (from the sources document) with its ``${NAME}`` read from the environment and each ``{id}``
+    replaced by ``id_text(slot)``, in one pass: what is inserted is never read again, so an id holding
+    ``${AWS_SECRET_ACCESS_KEY}`` travels as those characters, never as the variable."""
+    return _SLOTS.sub(lambda slot: environment_value(slot["name"], what) if slot["name"] else id_text(slot), template)
+
+
+def _header_id(guest_id: str, expression: str, header: str) -> str:
+    # A header value cannot carry line breaks or other control characters (nor non-ASCII, for httpx).
+    if not all(32 <= ord(char) < 127 for char in guest_id):
+        raise PermanentError(f"the id at {expression!r} is not usable in the {header} header")
+    return guest_id
+
+
 def _render_body(template: Any, guest_id: str, name: str) -> Any:
+    # The id stays a JSON string inside the template's structure: httpx encodes it, nothing parses it again.
     if isinstance(template, str):
-        return expand_placeholders(template.replace("{id}", guest_id), f"source {name!r} fetch body")
+        return _fill(template, f"source {name!r} fetch body", lambda _: guest_id)
     if isinstance(template, dict):
         return {key: _render_body(value, guest_id, name) for key, value in template.items()}
     if isinstance(template, list):

@@ -11,13 +11,12 @@ import json
 import re
 import unicodedata
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, present
+from chalicelib.connectors.shared import answer_object, path_segment, present
 from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
@@ -169,12 +168,15 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
 
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
         own: MetaSettings = self.platform_settings()
+        url = f"{own.graph_url}/{path_segment(event.data.get('leadgen_id'), 'Meta leadgen_id')}"
         token = self._page_token(event, context, own)
-        params = {"fields": LEAD_FIELDS, "access_token": token}
+        # The token travels in the Authorization header, which Graph accepts, so no URL carries it;
+        # appsecret_proof has no header form and stays a parameter (docs/platforms.md, Meta Lead Ads).
+        params = {"fields": LEAD_FIELDS}
         if own.app_secret:
             params["appsecret_proof"] = hmac_sha256_hex(own.app_secret, token.encode())
-        url = f"{own.graph_url}/{quote(event.data['leadgen_id'], safe='')}"
-        response = send("GET", url, context.deadline, what=WHAT, params=params)
+        response = send("GET", url, context.deadline, what=WHAT, params=params,
+                        headers={"Authorization": f"Bearer {token}"})
         _raise_for_graph_error(response)
         return answer_object(response, WHAT)
 

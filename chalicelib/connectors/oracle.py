@@ -13,13 +13,12 @@ import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any
-from urllib.parse import quote
 
 import httpx
 from pydantic import Field
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
-from chalicelib.connectors.shared import answer_object, present
+from chalicelib.connectors.shared import answer_object, path_segment, present
 from chalicelib.core.errors import PermanentError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.domain.fullwhere.models import CustomerImport
@@ -130,8 +129,8 @@ class OracleOperaConnector(Connector, platform="oracle", id_field="oracleId",
         missing = credentials.missing()
         if missing:
             raise PermanentError(f"OPERA Cloud is not configured for this hotel ({', '.join(missing)})")
-        profile_id = event.data["profile_id"]
-        url = f"{credentials.gateway_url}/crm/v1/profiles/{quote(profile_id, safe='')}"
+        profile = path_segment(event.data.get("profile_id"), "OPERA profile id")  # primaryKey of a business event
+        url = f"{credentials.gateway_url}/crm/v1/profiles/{profile}"
         response = ohip_request("GET", url, credentials, event.data["hotel_id"], context.deadline, WHAT_PROFILE)
         if response.status_code == 204:
             raise PermanentError(f"{WHAT_PROFILE} has no profile with this id (204)")
@@ -184,8 +183,9 @@ def dequeue_events(credentials: OhipCredentials, hotel_id: str, limit: int, dead
 
     OPERA removes them from its queue as it answers: the caller must keep them safe from here on.
     """
-    url = (f"{credentials.gateway_url}/int/v1/externalSystem/{quote(credentials.external_system_code or '', safe='')}"
-           f"/hotels/{quote(hotel_id, safe='')}/businessEvents")
+    url = (f"{credentials.gateway_url}/int/v1/externalSystem/"
+           f"{path_segment(credentials.external_system_code, 'OPERA external system code')}"
+           f"/hotels/{path_segment(hotel_id, 'OPERA hotel id')}/businessEvents")
     response = ohip_request("GET", url, credentials, hotel_id, deadline, WHAT_EVENTS,
                             params={"limit": max(1, min(MAX_DEQUEUE, limit))})
     if response.status_code == 204:

@@ -14,13 +14,12 @@ import hashlib
 import hmac
 from datetime import datetime, timezone
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import Field, field_validator
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, present
+from chalicelib.connectors.shared import answer_object, path_segment, present
 from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal
@@ -267,7 +266,7 @@ def _encoded(digest: bytes, encoding: str) -> str:
 
 
 def _fetch_client(api_url: str, credentials: tuple[str, str], client_id: str, deadline: Deadline) -> dict[str, Any]:
-    url = f"{api_url}/clients/{quote(client_id, safe='')}"
+    url = f"{api_url}/clients/{path_segment(client_id, 'SevenRooms client id')}"
     response = _tokens.authorised(
         (api_url, credentials[0]),
         lambda: _request_token(api_url, credentials, deadline),

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import re
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import Field
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, present
+from chalicelib.connectors.shared import answer_object, path_segment, present
 from chalicelib.core.errors import PermanentError, malformed
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.domain.fullwhere.models import CustomerImport
@@ -176,7 +175,7 @@ class _Client:
             raise PermanentError("TheFork client id or secret not configured")
 
     def get(self, collection: str, uuid: str) -> dict[str, Any]:
-        url = f"{self.api_url}/v1/{collection}/{quote(uuid, safe='')}"
+        url = f"{self.api_url}/v1/{collection}/{path_segment(uuid, f'TheFork {collection[:-1]} uuid')}"
         response = _tokens.authorised(
             (self.auth_url, self.client_id),
             self._request_token,

@@ -9,13 +9,12 @@ at another host). The eater's phone is Uber's relay line and is never imported; 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
 
 from pydantic import Field
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, present
+from chalicelib.connectors.shared import answer_object, path_segment, present
 from chalicelib.core.errors import PermanentError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name
 from chalicelib.core.signatures import hex_signature_matches
@@ -77,7 +76,7 @@ class UberEatsConnector(Connector, platform="ubereats", id_field="ubereatsId",
 
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
         settings: UberEatsSettings = self.platform_settings()
-        url = f"{settings.api_url}/v2/eats/order/{quote(event.data['order_id'], safe='')}"
+        url = f"{settings.api_url}/v2/eats/order/{path_segment(event.data.get('order_id'), 'Uber Eats order id')}"
         if not settings.client_id or not settings.client_secret:
             raise PermanentError("Uber Eats client id or secret not configured")
         response = _tokens.authorised(

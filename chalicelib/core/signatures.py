@@ -40,9 +40,21 @@ def hmac_digest(secret: bytes, message: bytes, algorithm: str, encoding: str) ->
     return digest.hex() if encoding == "hex" else base64.b64encode(digest).decode()
 
 
+# Shorter keys can be guessed; the spec advises 24 to 64 random bytes.
+STANDARD_WEBHOOKS_MIN_KEY_BYTES = 16
+
+
 def standard_webhooks_secret(secret: str) -> bytes:
-    """The key of a Standard Webhooks secret: base64 after the ``whsec_`` prefix."""
-    return base64.b64decode(secret.removeprefix("whsec_"))
+    """The key of a Standard Webhooks secret: base64 after the ``whsec_`` prefix. Anything but strict base64 of at
+    least 16 bytes raises ``ValueError``: lenient decoding made ``whsec_!!!!`` an empty key, which anyone can sign
+    with. The message never holds the secret."""
+    try:
+        key = base64.b64decode(secret.strip().removeprefix("whsec_"), validate=True)
+    except (ValueError, TypeError):  # binascii.Error is a ValueError
+        raise ValueError("is not base64 after its whsec_ prefix") from None
+    if len(key) < STANDARD_WEBHOOKS_MIN_KEY_BYTES:
+        raise ValueError(f"decodes to a key of {len(key)} bytes; at least {STANDARD_WEBHOOKS_MIN_KEY_BYTES} are needed")
+    return key
 
 
 def standard_webhooks_signature(secret: str, message_id: str, timestamp: str, body: bytes) -> str:
@@ -67,6 +79,6 @@ def standard_webhooks_valid(secret: str, headers, body: bytes, tolerance_seconds
         return False
     try:
         expected = standard_webhooks_signature(secret, message_id, timestamp, body)
-    except (ValueError, TypeError):  # a secret that is not base64
+    except (ValueError, TypeError):  # a secret that is not base64, or too short a key: nothing verifies
         return False
     return any(equal(candidate, expected) for candidate in signatures.split(" ") if candidate.startswith("v1,"))

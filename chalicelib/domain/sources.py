@@ -18,6 +18,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from chalicelib.core.errors import SettingsError, describe_validation_error
+from chalicelib.core.signatures import standard_webhooks_secret
 from chalicelib.domain.fullwhere.models import PLATFORM_ID_FIELDS
 from chalicelib.infra.settings import SettingsModel, settings_of
 
@@ -51,16 +52,36 @@ def _compile(expression: str) -> str:
     return expression
 
 
-def expand_placeholders(text: str, what: str) -> str:
-    """Replace ``${NAME}`` with the environment variable NAME; a missing one is a configuration error."""
+def reserved_variable(name: str) -> bool:
+    """Whether ``${name}`` is out of a source's reach: the Lambda role's credentials and the runtime's settings
+    (``AWS_*``), the CRM's (``FULLWHERE_*``) and the built-in platforms' (``<PLATFORM>_*``). A fetch sends what it
+    expands to a platform's API, so it may only name variables set for that source (docs/platforms.md)."""
+    from chalicelib.core.registry import builtin_names
 
-    def value(match: re.Match) -> str:
-        found = os.environ.get(match.group(1))
-        if not found:
-            raise SettingsError(f"{what} needs the environment variable {match.group(1)}, which is not set")
-        return found
+    prefixes = ("AWS_", "FULLWHERE_", *(f"{platform.upper()}_" for platform in builtin_names()))
+    return name.startswith(prefixes)
 
-    return _PLACEHOLDER.sub(value, text)
+
+def placeholders(template: Any) -> list[str]:
+    """The ``${NAME}`` names in the strings of ``template`` (a string, or a JSON template)."""
+    if isinstance(template, str):
+        return _PLACEHOLDER.findall(template)
+    if isinstance(template, dict):
+        return [name for value in template.values() for name in placeholders(value)]
+    if isinstance(template, list):
+        return [name for value in template for name in placeholders(value)]
+    return []
+
+
+def environment_value(name: str, what: str) -> str:
+    """The value of the operator's ``${name}`` placeholder; a missing or reserved one is a configuration error.
+    Only the sources document's own templates are looked up here, never text a webhook brought."""
+    if reserved_variable(name):
+        raise SettingsError(f"{what} names the environment variable {name}, which sources may not read")
+    found = os.environ.get(name)
+    if not found:
+        raise SettingsError(f"{what} needs the environment variable {name}, which is not set")
+    return found
 
 
 class _Strict(BaseModel):
@@ -129,10 +150,13 @@ class Fetch(_Strict):
     """A follow-up call for pushes that carry only an id."""
 
     id: str  # JMESPath in the event: the id to fetch
-    url: str  # template: {id} is the URL-encoded id, ${NAME} an environment variable
+    # Templates: ${NAME} is an environment variable, {id} the id (data: quoted as one path segment, or as a
+    # query value, in the url; a JSON string in the body). Both are filled in one pass, so the id is never read
+    # as a template.
+    url: str
     method: Literal["GET", "POST"] = "GET"
     headers: dict[str, str] = Field(default_factory=dict)
-    body: Any = None  # JSON template for POST; "{id}" in any string is replaced by the id
+    body: Any = None  # JSON template for POST
     result: str = "@"  # JMESPath in the response: the guest object
     not_found_statuses: list[int] = Field(default_factory=lambda: [404])
 
@@ -144,9 +168,18 @@ class Fetch(_Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not re.match(r"^(https?://|\$\{[A-Z][A-Z0-9_]*\})", value):
+        authority = re.match(r"^(https?://[^/?#]*|\$\{[A-Z][A-Z0-9_]*\})", value)
+        if not authority:
             raise ValueError("url must start with http(s):// or a ${NAME} placeholder")
+        # The id must not extend the host ("${BASE}{id}" with an id ".evil.example"): a / or ? must come first.
+        before_id = value[:value.find("{id}")] if "{id}" in value else ""
+        if "{id}" in value and not re.search(r"[/?]", before_id[authority.end():]):
+            raise ValueError("{id} may only be placed in the url's path or query, never in its host")
         return value
+
+    def variables(self) -> set[str]:
+        """The environment variables its templates name."""
+        return set(placeholders([self.url, self.headers, self.body]))
 
 
 class Mapping(_Strict):
@@ -215,6 +248,25 @@ class Source(_Strict):
             raise ValueError("import_events needs event_type")
         return self
 
+    @model_validator(mode="after")
+    def _usable_standard_webhooks_key(self):
+        # Lenient base64 turned "whsec_" or "whsec_!!!!" into an empty HMAC key, with which anyone can sign.
+        if isinstance(self.auth, StandardWebhooksAuth) and self.auth.secret_value() is not None:
+            try:
+                standard_webhooks_secret(self.auth.secret_value())
+            except ValueError as exc:
+                raise ValueError(f"source {self.name!r}: its Standard Webhooks secret {exc}") from None
+        return self
+
+    @model_validator(mode="after")
+    def _fetch_reads_only_its_own_variables(self):
+        if self.fetch is not None:
+            reserved = sorted(name for name in self.fetch.variables() if reserved_variable(name))
+            if reserved:
+                raise ValueError(f"source {self.name!r}: its fetch names {', '.join(reserved)}; a source may not read "
+                                 "AWS_*, FULLWHERE_* or a built-in platform's variables")
+        return self
+
 
 class SourcesDocument(_Strict):
     sources: list[Source]
@@ -230,6 +282,13 @@ class SourcesDocument(_Strict):
         clashes = sorted(set(names) & set(builtin_names()))
         if clashes:
             raise ValueError(f"{clashes} already name built-in connectors")
+        # A webhook secret only checks what arrives: no fetch may send it to an API (its own source's included).
+        inbound = {source.auth.secret_env for source in self.sources if getattr(source.auth, "secret_env", None)}
+        for source in self.sources:
+            sent = sorted(inbound & source.fetch.variables()) if source.fetch else []
+            if sent:
+                raise ValueError(f"source {source.name!r}: its fetch names {', '.join(sent)}, which holds a webhook "
+                                 "secret; webhook secrets are never sent")
         return self
 
 

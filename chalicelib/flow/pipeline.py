@@ -18,7 +18,7 @@ from chalicelib.core.errors import BridgeError, BudgetExhausted, OutcomeUnknown,
 from chalicelib.domain.fullwhere import CustomerImport, FullwhereClient
 from chalicelib.domain.tenants import Tenant
 from chalicelib.infra.http import Deadline
-from chalicelib.infra.logs import log
+from chalicelib.infra.logs import log, scrub
 from chalicelib.infra.settings import Settings
 
 if TYPE_CHECKING:  # imported where it is used: only guests without email or phone need the ledger
@@ -37,13 +37,24 @@ class Outcome:
     created: bool | None = None
 
 
-@dataclass
+@dataclass(repr=False)
 class Interrupted(Exception):
     """A stage failed; resume at ``stage`` with ``payload`` (or dead-letter, if ``error`` is permanent)."""
 
     error: BridgeError
     stage: str
     payload: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # The payload holds the guest (the mapped customer): a traceback or a repr shows the stage and the
+        # error's reason only, scrubbed as a log line's (a reason can quote an API's answer).
+        self.args = (str(self),)
+
+    def __str__(self) -> str:
+        return f"stage {self.stage}: {type(self.error).__name__}: {scrub(self.error.reason)}"
+
+    def __repr__(self) -> str:
+        return f"Interrupted(stage={self.stage!r}, error={type(self.error).__name__}({scrub(self.error.reason)!r}))"
 
     @property
     def retryable(self) -> bool:
@@ -71,7 +82,8 @@ def run(
             return Outcome("skipped", "no_identity")
         stage, payload = "import", {"customer": customer.payload()}
 
-    customer = CustomerImport.model_validate(payload["customer"])
+    with _stage(stage, payload):  # a queued customer that no longer validates is dead-lettered, never printed
+        customer = _queued_customer(payload)
     if stage == "import":
         if customer.has_contact():
             # Fullwhere's merge rule deduplicates guests with an email or phone: no ledger needed.
@@ -180,6 +192,14 @@ def _look_up(fullwhere: FullwhereClient, id_field: str, guest_id: str, doubt: In
             f"reading Fullwhere's customer list for an import in doubt; continues at page {page}") from None
     payload.pop("lookup", None)
     return found
+
+
+def _queued_customer(payload: dict[str, Any]) -> CustomerImport:
+    try:
+        return CustomerImport.model_validate(payload.get("customer"))
+    except ValidationError as exc:
+        fields = ", ".join(sorted({str(err["loc"][0]) for err in exc.errors() if err["loc"]})) or "customer"
+        raise PermanentError(f"queued customer is invalid ({fields})") from None
 
 
 def _map(connector: Connector, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:

@@ -3,10 +3,13 @@
 Creating a client is costly (SSL context, certifi: docs/performance.md), so it is made on first use and
 reused by every invocation of a warm container: the Fullwhere client and the connectors all share it and its
 connection pool. Every call passes an explicit timeout taken from a :class:`Deadline`.
+
+httpx's own log lines never show a query string: see :func:`_keep_queries_out_of_logs`.
 """
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 
@@ -14,11 +17,45 @@ import httpx
 
 from chalicelib import __version__
 from chalicelib.core.errors import BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.infra.logs import scrub
 
 USER_AGENT = f"fullwhere-bridge/{__version__}"
 
 _lock = threading.Lock()
 _client: httpx.Client | None = None
+
+
+class _NoQueryInRequestLines(logging.Filter):
+    """Drops the query string of every URL in an httpx log line ("HTTP Request: GET <url> ..."), whatever
+    the level: query strings carry credentials (Graph's ``appsecret_proof``, a webhook's ``?token=``)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(_without_query(arg) for arg in record.args)
+        return True
+
+
+def _without_query(value: object) -> object:
+    if isinstance(value, httpx.URL):
+        return value.copy_with(query=None, fragment=None) if value.query else value
+    if isinstance(value, str) and "://" in value and "?" in value:
+        return value.split("?", 1)[0]
+    return value
+
+
+def _keep_queries_out_of_logs() -> None:
+    """httpx logs every request's full URL at INFO through the ``httpx`` logger, and ``chalice local`` (``make
+    run``) or a Lambda log level of INFO prints whatever the root logger gets. The bridge writes its own
+    lines (:mod:`chalicelib.infra.logs`), so httpx and httpcore are held at WARNING; the filter keeps query
+    strings out even when someone lowers that level to debug a call."""
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    httpx_logger = logging.getLogger("httpx")
+    if not any(isinstance(f, _NoQueryInRequestLines) for f in httpx_logger.filters):
+        httpx_logger.addFilter(_NoQueryInRequestLines())
+
+
+_keep_queries_out_of_logs()
 
 
 def http_client() -> httpx.Client:
@@ -127,7 +164,8 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
     status = response.status_code
     if 200 <= status < 300:
         return
-    detail = response.text[:300].replace("\n", " ").strip()
+    # The other side's words become a reason that is logged and dead-lettered: no email or phone in clear.
+    detail = scrub(response.text[:300].replace("\n", " ").strip())
     if is_retryable_status(status):
         # 503 and the 4xx among these say the request was not served; any other 5xx (a crash, a gateway
         # that lost the upstream's answer) leaves unknown whether it was applied.

@@ -1,8 +1,9 @@
 """Meta Lead Ads in the sandbox: an emulator of the Graph API call the connector makes (docs/platforms.md,
 "Meta Lead Ads"), the sandbox's app and Page credentials, webhook signing and the sample lead.
 
-- GET /{version}/{lead_id}?access_token=...&appsecret_proof=...&fields=...: one lead, readable with the
-  access token of the Page it belongs to. Without ``fields`` Meta returns its default fields
+- GET /{version}/{lead_id}?appsecret_proof=...&fields=...: one lead, readable with the access token of
+  the Page it belongs to, given as ``Authorization: Bearer <token>`` (as Graph accepts it, and as the
+  bridge sends it) or as Graph's ``access_token`` parameter. Without ``fields`` Meta returns its default fields
   (``created_time``, ``id``, ``ad_id``, ``form_id``, ``field_data``); with it, only those named, so
   ``custom_disclaimer_responses`` comes back only when asked for (Meta's "Retrieving Leads" page).
 - Errors in Graph's shape (``{"error": {"message", "type", "code", "error_subcode", "fbtrace_id"}}``):
@@ -71,7 +72,8 @@ class MetaGraphEmulator(EmulatorServer):
         if not match:
             return 400, graph_error("Unknown path components", 2500)
         query = request.query
-        token = query.get("access_token", "")
+        scheme, _, bearer = request.headers.get("authorization", "").partition(" ")
+        token = bearer.strip() if scheme.lower() == "bearer" else query.get("access_token", "")
         with self.lock:
             page = next((p for p, t in self.page_tokens.items() if token and hmac.compare_digest(t, token)), None)
             if page is None:

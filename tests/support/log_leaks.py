@@ -12,14 +12,21 @@ Three sources of forbidden values, so a new fixture or setting is covered withou
 
 On top of the values, any email-shaped text that is not masked (``j***@e***.com``) is a leak, whichever
 guest it belongs to (the sandbox's generated guests included).
+
+What is scanned (:func:`scanned_output`): the bridge's JSON lines on stdout, and everything else that reaches
+CloudWatch in production: what Chalice's own app logger prints (its traceback of an unhandled exception,
+kept by :func:`chalice_log_tap` wherever that logger's stream points), everything on stderr (where the
+Lambda runtime writes an exception that leaves a handler) and the records any logger passed to the root one.
 """
 
 from __future__ import annotations
 
 import functools
 import json
+import logging
 import os
 import re
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -161,3 +168,44 @@ def find_leaks(lines: list[str], forbidden: Iterable[str]) -> list[str]:
             leaks.update(match.group(0) for match in pattern.finditer(line))
         leaks.update(f"unmasked email {match.group(0)}" for match in _EMAIL_IN_LINE.finditer(line))
     return sorted(leaks)
+
+
+# Chalice(app_name="fullwhere-bridge") logs through the logger of that name, to the stdout of the moment the app
+# was made, and without propagating: a handler of our own sees its lines whatever pytest did with stdout.
+CHALICE_LOGGER = "fullwhere-bridge"
+CHALICE_FORMAT = "%(name)s - %(levelname)s - %(message)s"  # Chalice.FORMAT_STRING
+
+
+class ChaliceLogTap(logging.Handler):
+    """Keeps what the Chalice app's logger prints, each record as Chalice formats it (traceback included)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter(CHALICE_FORMAT))
+        self._lines: list[str] = []
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = self.format(record)
+        with self._guard:
+            self._lines.extend(text.splitlines())
+
+    def drain(self) -> list[str]:
+        """The lines kept since the last drain."""
+        with self._guard:
+            lines, self._lines = self._lines, []
+        return lines
+
+
+@functools.lru_cache(maxsize=1)
+def chalice_log_tap() -> ChaliceLogTap:
+    """The tap on Chalice's app logger, attached on first use (not a StreamHandler: Chalice still adds its own)."""
+    tap = ChaliceLogTap()
+    logging.getLogger(CHALICE_LOGGER).addHandler(tap)
+    return tap
+
+
+def scanned_output(stdout: str, stderr: str = "", caplog: str = "", chalice_lines: Iterable[str] = ()) -> list[str]:
+    """Every line of a test's output that the scan applies to: the bridge's JSON lines, Chalice's app logger,
+    stderr and the records caught on the root logger."""
+    return [*bridge_log_lines(stdout), *chalice_lines, *stderr.splitlines(), *caplog.splitlines()]
