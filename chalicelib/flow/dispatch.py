@@ -10,6 +10,7 @@ sender delivers it again.
 from __future__ import annotations
 
 import logging
+import threading
 from dataclasses import dataclass
 
 from chalicelib.connectors.base import Connector, Event
@@ -23,8 +24,15 @@ from chalicelib.infra.logs import Stopwatch, log, log_context
 from chalicelib.infra.settings import Settings
 
 
-def first_attempt(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline) -> bool:
-    """Run a new event; True when it is safe (imported, ignored, skipped, queued or dead-lettered)."""
+def first_attempt(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline,
+                  sends: Sends | None = None) -> bool:
+    """Run a new event; True when it is safe (imported, ignored, skipped, queued or dead-lettered).
+
+    With ``sends`` (a webhook's), what the event leaves to a queue waits there, to be sent and logged
+    with the other events' by :meth:`Sends.send`, whose answer then says whether they are all safe.
+    """
+    own = sends is None
+    sends = Sends() if sends is None else sends
     # Every line written for this event (the pipeline's too) names it and times it.
     with log_context(platform=connector.name, tenant=tenant.id, event_id=event.event_id, attempt=1):
         fields = {"platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "attempt": 1}
@@ -36,27 +44,107 @@ def first_attempt(connector: Connector, event: Event, tenant: Tenant, settings: 
                            event=event.to_dict(), payload=interrupted.payload, attempt=1,
                            last_error=interrupted.error.reason)
             if not interrupted.retryable:
-                return dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=job),
-                                   {**fields, "stage": interrupted.stage})
-            try:
+                sends.dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=job),
+                                  {**fields, "stage": interrupted.stage})
+            else:
                 # The first retry waits as long as the callee asked (Retry-After), or the doubt needs to settle.
-                retry_queue.enqueue(job, delay_seconds=interrupted.error.retry_after or 0)
-            except QueueUnavailable as exc:
-                log("failed", level=logging.ERROR, stage=interrupted.stage,
-                    reason=f"{interrupted.error.reason}; and {exc.reason}", **fields)
-                return False
-            log("queued", stage=interrupted.stage, reason=interrupted.error.reason, latency_ms=watch.ms(), **fields)
-            return True
+                sends.retry(job, interrupted.error.retry_after or 0, fields, stage=interrupted.stage,
+                            reason=interrupted.error.reason, latency_ms=watch.ms())
+            return sends.send() if own else True
         log_outcome(outcome, watch, fields)
         return True
 
 
-def unrouted(connector: Connector, event: Event) -> bool:
-    """Dead-letter an event no tenant owns; False when the dead-letter queue cannot take it."""
+def unrouted(connector: Connector, event: Event, sends: Sends | None = None) -> bool:
+    """Dead-letter an event no tenant owns; False when the dead-letter queue cannot take it (with
+    ``sends``: see :func:`first_attempt`)."""
     job = RetryJob(platform=connector.name, tenant=None, event_id=event.event_id, stage="fetch",
                    event=event.to_dict(), last_error="unrouted")
     return dead_letter(DeadLetter(kind="unrouted", reason="unrouted", job=job),
-                       {"platform": connector.name, "event_id": event.event_id}, account_id=event.account_id)
+                       {"platform": connector.name, "event_id": event.event_id}, sends=sends, account_id=event.account_id)
+
+
+def defer(connector: Connector, event: Event, tenant: Tenant, sends: Sends, first_seen: float) -> None:
+    """Queue an event without trying it: its webhook has no time left to (its first attempt is the worker's)."""
+    # The job's document, built directly (no model, no copy): a webhook may defer tens of thousands of events
+    # in the time left to answer, and a RetryJob costs several times more than the rest.
+    sends.defer(connector.name, {
+        "version": 1, "platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "stage": "fetch",
+        "event": {"event_id": event.event_id, "kind": event.kind, "account_id": event.account_id, "data": event.data,
+                  "guest_key": event.guest_key},
+        "payload": {}, "attempt": 0, "first_seen": first_seen, "last_error": DEFERRED})
+
+
+DEFERRED = "not attempted inline: the time budget was spent"
+
+
+class Sends:
+    """What several events leave to the queues (one webhook's, one bundle's): sent together once every event
+    has had its turn (a few SQS calls for thousands of events: :class:`~chalicelib.domain.retry_queue.Outbox`),
+    then logged event by event, as if each had been sent on its own. Safe to fill from several threads."""
+
+    def __init__(self, deferred_reason: str = DEFERRED) -> None:
+        self.outbox = retry_queue.Outbox()
+        self._deferred_reason = deferred_reason
+        self._lock = threading.Lock()
+        self._notes: list[tuple[retry_queue.Outgoing, str | None, dict, dict]] = []
+        self._deferred: list[retry_queue.Outgoing] = []
+        self._platform = ""
+
+    def retry(self, job: RetryJob, delay_seconds: float, fields: dict, outcome: str | None = "queued",
+              **extra: object) -> None:
+        """Queue ``job``; logged as ``outcome`` once sent (None: not logged, the caller already said it)."""
+        with self._lock:
+            self._notes.append((self.outbox.retry(job, delay_seconds), outcome, fields, extra))
+
+    def dead_letter(self, letter: DeadLetter, fields: dict, **extra: object) -> None:
+        with self._lock:
+            self._notes.append((self.outbox.dead_letter(letter), "dead_lettered", fields, extra))
+
+    def defer(self, platform: str, job: RetryJob | dict) -> None:
+        """Queue a job that was not tried at all (or its document); the deferred are logged in one line."""
+        with self._lock:
+            self._platform = platform
+            self._deferred.append(self.outbox.retry(job))
+
+    def send(self, seconds: float | None = None) -> bool:
+        """Send everything within ``seconds``; True when all of it is on a queue (each event is logged
+        ``queued``, ``dead_lettered`` or ``failed``; the deferred ones in one line)."""
+        if not self.outbox.items:
+            return True
+        self.outbox.send(seconds)
+        safe = True
+        for item, outcome, fields, extra in self._notes:
+            if item.sent and item.letter is not None:
+                log("dead_lettered", kind=item.letter.kind, reason=item.letter.reason,
+                    **{key: value for key, value in extra.items() if key not in ("reason", "latency_ms")}, **fields)
+            elif item.sent:
+                if outcome:
+                    log(outcome, **extra, **fields)
+            else:
+                why = item.letter.reason if item.letter is not None else extra.get("reason")
+                log("failed", level=logging.ERROR, stage=extra.get("stage") or fields.get("stage"),
+                    reason=f"{why}; and {item.problem}", **{k: v for k, v in fields.items() if k != "stage"})
+                safe = False
+        return self._log_deferred() and safe
+
+    def _log_deferred(self) -> bool:
+        if not self._deferred:
+            return True
+        platform = self._platform
+        unsent = [item for item in self._deferred if not item.sent]
+        for item in self._deferred:
+            if item.sent and item.letter is not None:  # too large for a message: dead-lettered instead
+                job = item.letter.job
+                log("dead_lettered", kind=item.letter.kind, reason=item.letter.reason, platform=platform,
+                    tenant=job.tenant, event_id=job.event_id, attempt=job.attempt + 1)
+        queued = len(self._deferred) - len(unsent)
+        if queued:
+            log("deferred", platform=platform, events=queued, reason=self._deferred_reason)
+        if unsent:
+            log("failed", level=logging.ERROR, platform=platform, events=len(unsent),
+                reason=f"{self._deferred_reason}; and {unsent[0].problem}")
+        return not unsent
 
 
 @dataclass(frozen=True)
@@ -70,9 +158,10 @@ class Retry:
 
 
 def later_attempt(connector: Connector, job: RetryJob, attempt: int, tenant: Tenant, settings: Settings,
-                  deadline: Deadline, fields: dict) -> bool | Retry:
+                  deadline: Deadline, fields: dict, sends: Sends | None = None) -> bool | Retry:
     """Resume a queued job: True when it is safe now, False when it must come back as it is (it could not
-    be dead-lettered), or a :class:`Retry` for the caller to schedule."""
+    be dead-lettered), or a :class:`Retry` for the caller to schedule. With ``sends``, a dead letter waits
+    there (see :class:`Sends`)."""
     watch = Stopwatch()
     try:
         outcome = pipeline.run(connector, Event.from_dict(job.event), tenant, settings, deadline, job.stage, job.payload)
@@ -80,10 +169,11 @@ def later_attempt(connector: Connector, job: RetryJob, attempt: int, tenant: Ten
         resumed = job.model_copy(update={"stage": interrupted.stage, "payload": interrupted.payload,
                                          "attempt": attempt, "last_error": interrupted.error.reason})
         if not interrupted.retryable:
-            return dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=resumed), fields)
+            return dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=resumed), fields,
+                               sends=sends)
         if attempt >= settings.max_attempts:
             reason = f"retries exhausted after {attempt} attempts: {interrupted.error.reason}"
-            return dead_letter(DeadLetter(kind="exhausted", reason=reason, job=resumed), fields)
+            return dead_letter(DeadLetter(kind="exhausted", reason=reason, job=resumed), fields, sends=sends)
         delay = backoff_seconds(attempt, settings, getattr(interrupted.error, "retry_after", None))
         log("retried", reason=interrupted.error.reason, stage=interrupted.stage, delay_s=round(delay, 1), **fields)
         progressed = interrupted.stage != job.stage or interrupted.payload != job.payload
@@ -103,8 +193,12 @@ def backoff_seconds(attempt: int, settings: Settings, retry_after: float | None 
     return min(delay, settings.retry_max_seconds)
 
 
-def dead_letter(letter: DeadLetter, fields: dict, **extra: object) -> bool:
-    """Send to the dead-letter queue and log it; False (logged as failed) when the queue cannot take it."""
+def dead_letter(letter: DeadLetter, fields: dict, sends: Sends | None = None, **extra: object) -> bool:
+    """Send to the dead-letter queue and log it; False (logged as failed) when the queue cannot take it.
+    With ``sends``, the letter waits there (True: :meth:`Sends.send` has the last word)."""
+    if sends is not None:
+        sends.dead_letter(letter, fields, **extra)
+        return True
     try:
         retry_queue.dead_letter(letter)
     except QueueUnavailable as exc:

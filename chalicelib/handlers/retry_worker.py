@@ -1,13 +1,15 @@
 """The retry worker: consumes the retry queue (SQS → Lambda, batches of up to 10).
 
 Each record resumes its job at its stage and is answered on its own in a partial batch response: deleted
-once done or dead-lettered, handed back with a backoff when the failure can heal. What happens to each
+once done or dead-lettered, handed back with a backoff when the failure can heal. A bundle (the many jobs
+of one large webhook in one message) is worked through job by job the same way. What happens to each
 kind of record: docs/architecture.md, "The retry worker".
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -25,6 +27,8 @@ from chalicelib.infra.settings import get_settings
 # Time kept in reserve at the end of an invocation, so Lambda never kills the worker mid-record
 # (a killed invocation fails the whole batch and costs every record a receive).
 LAMBDA_SAFETY_SECONDS = 3.0
+# Of a bundle's time, what is kept at the end to queue again the jobs that must come back.
+BUNDLE_SEND_SECONDS = 2.0
 
 
 def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None = None) -> dict[str, list[dict[str, str]]]:
@@ -36,7 +40,11 @@ def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None
     records = event.get("Records") or []
     if not records:
         return {"batchItemFailures": []}
-    workers = max(1, min(len(records), get_settings().worker_concurrency))
+    try:
+        workers = max(1, min(len(records), get_settings().worker_concurrency))
+    except Exception:  # a broken configuration: every record comes back, none is lost
+        log("failed", "the retry worker cannot start", level=logging.ERROR, exc_info=True, records=len(records))
+        return {"batchItemFailures": [{"itemIdentifier": record.get("messageId")} for record in records]}
 
     def handle(record: dict[str, Any]) -> bool:
         time_left = remaining_ms() / 1000 - LAMBDA_SAFETY_SECONDS if remaining_ms else None
@@ -59,34 +67,24 @@ def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None
 
 def handle_record(record: dict[str, Any], time_left: float | None = None) -> bool:
     """Handle one SQS record within ``time_left`` seconds; True when the message may be deleted."""
-    settings = get_settings()
-    budget = settings.worker_call_timeout_seconds * 2
-    if time_left is not None:
-        if time_left < 1:
-            # Not enough time to try: hand the record back at once for the next invocation.
-            _delay_redelivery(record, 0, {"message_id": record.get("messageId")})
-            return False
-        budget = min(budget, time_left)
+    if time_left is not None and time_left < 1:
+        # Not enough time to try: hand the record back at once for the next invocation.
+        _delay_redelivery(record, 0, {"message_id": record.get("messageId")})
+        return False
     receive_count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", 1))
     try:
-        job = retry_queue.parse_job(record["body"])
+        parsed = retry_queue.parse_message(record["body"])
     except Exception as exc:  # any unreadable body: keep it verbatim in the dead-letter queue
         return dispatch.dead_letter(DeadLetter(kind="poisoned", reason=f"unreadable retry job ({type(exc).__name__})",
-                                       raw=str(record.get("body"))[:200_000]), {"message_id": record.get("messageId")})
+                                               raw=str(record.get("body"))), {"message_id": record.get("messageId")})
+    if isinstance(parsed, list):
+        return _handle_bundle(parsed, record.get("messageId"), time_left)
 
+    job = parsed
     attempt = job.attempt + receive_count
     fields = {"platform": job.platform, "tenant": job.tenant, "event_id": job.event_id, "attempt": attempt}
     bind(**fields)
-    connector = get_connector(job.platform)
-    tenant = get_directory().get(job.tenant) if job.tenant else None
-    if connector is None or tenant is None:
-        what = "platform" if connector is None else "tenant"
-        return dispatch.dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured", job=job), fields)
-
-    # The room: what this invocation has left (or a minute, outside Lambda), for the rare long check.
-    deadline = Deadline(budget, call_timeout=settings.worker_call_timeout_seconds,
-                        room=time_left if time_left is not None else 60.0)
-    verdict = dispatch.later_attempt(connector, job, attempt, tenant, settings, deadline, fields)
+    verdict = _attempt(job, attempt, fields, time_left)
     if not isinstance(verdict, dispatch.Retry):
         return verdict
     if verdict.progressed:
@@ -95,11 +93,74 @@ def handle_record(record: dict[str, Any], time_left: float | None = None) -> boo
     return False
 
 
+def _attempt(job: RetryJob, attempt: int, fields: dict[str, Any], time_left: float | None,
+             sends: dispatch.Sends | None = None) -> bool | dispatch.Retry:
+    """One later attempt of ``job`` within ``time_left`` seconds (see :func:`dispatch.later_attempt`)."""
+    settings = get_settings()
+    if job.dropped == "all":  # only its identity was kept: nothing left to run
+        reason = "too large for a queue message: only the event's identity was kept"
+        return dispatch.dead_letter(DeadLetter(kind="permanent", reason=reason, job=job), fields, sends=sends)
+    connector = get_connector(job.platform)
+    tenant = get_directory().get(job.tenant) if job.tenant else None
+    if connector is None or tenant is None:
+        what = "platform" if connector is None else "tenant"
+        return dispatch.dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured",
+                                               job=job), fields, sends=sends)
+
+    budget = settings.worker_call_timeout_seconds * 2
+    if time_left is not None:
+        budget = min(budget, time_left)
+    # The room: what this invocation has left (or a minute, outside Lambda), for the rare long check.
+    deadline = Deadline(budget, call_timeout=settings.worker_call_timeout_seconds,
+                        room=time_left if time_left is not None else 60.0)
+    return dispatch.later_attempt(connector, job, attempt, tenant, settings, deadline, fields, sends)
+
+
+def _handle_bundle(jobs: list[RetryJob], message_id: str | None, time_left: float | None) -> bool:
+    """The jobs of a bundle (a webhook of many events), each attempted as if it were a record of its own,
+    ``WORKER_CONCURRENCY`` at a time. What must come back (a retry, a job there was no time for) and the dead
+    letters go to the queues together at the end; True when all of it is there. False brings the whole bundle
+    back: the jobs that were done are then done again, which is harmless (Fullwhere merges, the identity
+    ledger deduplicates)."""
+    settings = get_settings()
+    ends_at = None if time_left is None else time.monotonic() + time_left
+    sends = dispatch.Sends(deferred_reason="not attempted: the worker's invocation was ending")
+
+    def one(job: RetryJob) -> None:
+        left = None if ends_at is None else ends_at - time.monotonic() - BUNDLE_SEND_SECONDS
+        if left is not None and left < 1:
+            sends.defer(job.platform, job)  # no time to try it: back to the queue as it is
+            return
+        attempt = job.attempt + 1
+        fields = {"platform": job.platform, "tenant": job.tenant, "event_id": job.event_id, "attempt": attempt}
+        with log_context(message_id=message_id, **fields):
+            try:
+                verdict = _attempt(job, attempt, fields, left, sends)
+            except Exception:  # a bug: this job comes back, the others stand
+                log("failed", "unexpected error in the retry worker", level=logging.ERROR, exc_info=True)
+                verdict = False
+        if isinstance(verdict, dispatch.Retry):  # already logged as retried
+            sends.retry(verdict.job, verdict.delay, fields, outcome=None, stage=verdict.job.stage,
+                        reason=verdict.job.last_error)
+        elif verdict is False:  # it comes back as it was
+            sends.retry(job, 0, fields, outcome=None, reason="an unexpected error")
+
+    workers = max(1, min(len(jobs), settings.worker_concurrency))
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="bundle") as pool:
+        list(pool.map(one, jobs))
+    if not sends.send(None if ends_at is None else ends_at - time.monotonic()):
+        return False
+    log("unbundled", events=len(jobs))
+    return True
+
+
 def _requeue(job: RetryJob, delay: float, record: dict[str, Any], fields: dict[str, Any]) -> bool:
     """Replace the message by a job at its new stage; keep the old one if that fails."""
     try:
         retry_queue.enqueue(job, delay_seconds=delay)
         return True
+    except retry_queue.TooLarge as exc:  # its new stage holds more than a message can: it can never come back
+        return dispatch.dead_letter(DeadLetter(kind="permanent", reason=exc.reason, job=job), fields)
     except QueueUnavailable:
         _delay_redelivery(record, delay, fields)
         return False
