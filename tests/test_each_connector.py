@@ -9,28 +9,19 @@ Every test's log lines are also scanned for personal data and secrets (``tests/c
 
 from __future__ import annotations
 
-import json
 import string
 import sys
-import uuid
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
-from chalice.local import LambdaContext
-from chalice.test import Client
 
-from sandbox import aws as local_aws
 from sandbox import platforms
 from sandbox.emulators.base import Fault
 from sandbox.platforms import Delivery, Sample
-from sandbox.stack import FULLWHERE_KEY, Sandbox
-from tests.conftest import FAST_RETRIES, WORKER_TIMEOUT_SECONDS, reset_bridge_state
+from sandbox.stack import Sandbox
 from tests.support.log_leaks import bridge_log_lines
+from tests.support.sandbox_bridge import sandbox_bridge
 
-ROOT = Path(__file__).parent.parent
-PULL_TIMEOUT_SECONDS = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"][
-    "lambda_functions"]["oracle_pull"]["lambda_timeout"]
 PLATFORMS = platforms.names()
 
 
@@ -71,88 +62,10 @@ def sandbox():
         yield running
 
 
-class Stack:
-    """The bridge (``client``), the sandbox around it, and this test's queues."""
-
-    def __init__(self, client: Client, sandbox: Sandbox, endpoint: str, retry_url: str, dlq_url: str, monkeypatch):
-        self.client = client
-        self.sandbox = sandbox
-        self.endpoint = endpoint
-        self.retry_url = retry_url
-        self.dlq_url = dlq_url
-        self._monkeypatch = monkeypatch
-
-    def configure(self, **variables: str) -> None:
-        for name, value in variables.items():
-            self._monkeypatch.setenv(name, value)
-        reset_bridge_state()
-
-    def post(self, delivery: Delivery):
-        return self.client.http.post(delivery.path, headers=delivery.headers, body=delivery.body)
-
-    def deliver(self, sample: Sample, n: int):
-        """Guest ``n`` reaches the bridge as the platform sends it: its webhook (the response is returned), or
-        for a pulled platform its event, read by the scheduled pull (None is returned)."""
-        delivery = sample.prepare(self.sandbox, n)
-        if delivery is not None:
-            return self.post(delivery)
-        assert sample.pulled, sample.platform
-        from app import app
-
-        event = self.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [], region="eu-west-3")
-        app.handler_map[f"{sample.platform}_pull"](
-            event, LambdaContext(f"{sample.platform}_pull", 512, max_runtime_ms=PULL_TIMEOUT_SECONDS * 1000))
-        return None
-
-    def drain(self) -> None:
-        """The retry worker handles the queue, as Lambda's SQS event source mapping would run it."""
-        from app import app
-
-        def invoke(event: dict):
-            context = LambdaContext("retry_worker", 512, max_runtime_ms=WORKER_TIMEOUT_SECONDS * 1000)
-            return app.handler_map["retry_worker"](event, context)
-
-        local_aws.LambdaSqsPoller(self.retry_url, invoke, endpoint_url=self.endpoint).drain(timeout=15)
-
-    def customers(self) -> list[dict]:
-        return self.sandbox.fullwhere.customers(FULLWHERE_KEY)
-
-    def imported_ids(self, sample: Sample) -> list:
-        return [customer.get(sample.id_field) for customer in self.customers()]
-
-    def retry_jobs(self) -> list[dict]:
-        return local_aws.queue_messages(self.endpoint, self.retry_url)
-
-    def dead_letters(self) -> list[dict]:
-        return local_aws.queue_messages(self.endpoint, self.dlq_url)
-
-
 @pytest.fixture
 def stack(sandbox, moto_endpoint, monkeypatch):
-    sandbox.reset()
-    sandbox.fullwhere.faults.reset()
-    name = f"each-{uuid.uuid4().hex[:10]}"
-    retry_url, dlq_url = local_aws.create_queues(moto_endpoint, name, max_receive_count=5, visibility_timeout=30)
-    local_aws.create_identity_table(moto_endpoint, name)
-    environment = {
-        **sandbox.environment(),
-        **local_aws.aws_env(moto_endpoint),
-        "RETRY_QUEUE_URL": retry_url,
-        "DEAD_LETTER_QUEUE_URL": dlq_url,
-        "IDENTITY_TABLE": name,
-        **FAST_RETRIES,
-    }
-    for key in ("TENANTS_FILE", "TENANTS_SECRET_ID", "SECRETS_ID", "SOURCES_SECRET_ID"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in environment.items():
-        monkeypatch.setenv(key, value)
-    reset_bridge_state()
-    from app import app
-
-    with Client(app, project_dir=str(ROOT)) as client:
-        yield Stack(client, sandbox, moto_endpoint, retry_url, dlq_url, monkeypatch)
-    sandbox.fullwhere.faults.reset()
-    reset_bridge_state()
+    with sandbox_bridge(sandbox, moto_endpoint, monkeypatch, "each") as bridge:
+        yield bridge
 
 
 @pytest.fixture

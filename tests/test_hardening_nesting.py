@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from chalice.test import Client
 
 from sandbox import aws as local_aws
 from sandbox.emulators.base import Fault
@@ -33,7 +32,7 @@ from sandbox.platforms import delivery, fixture
 from sandbox.platforms.mews import ENTERPRISE as MEWS_ENTERPRISE
 from sandbox.platforms.mews import make_customer, make_webhook
 from sandbox.stack import FULLWHERE_KEY, Sandbox
-from tests.conftest import reset_bridge_state
+from tests.support.sandbox_bridge import bridge_client, own_aws
 
 ROOT = Path(__file__).parent.parent
 # Chalice(app_name="fullwhere-bridge") logs through the logger of that name, in Chalice.FORMAT_STRING.
@@ -49,27 +48,15 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def aws_settings(moto_endpoint):
-    name = f"nesting-{uuid.uuid4().hex[:10]}"
-    retry_url, dlq_url = local_aws.create_queues(moto_endpoint, name, max_receive_count=5, visibility_timeout=30)
-    local_aws.create_identity_table(moto_endpoint, name)
-    return {**local_aws.aws_env(moto_endpoint), "RETRY_QUEUE_URL": retry_url, "DEAD_LETTER_QUEUE_URL": dlq_url,
-            "IDENTITY_TABLE": name}
+    return own_aws(moto_endpoint, "nesting")
 
 
 @pytest.fixture
 def client(sandbox, aws_settings, monkeypatch):
-    for key in ("TENANTS_FILE", "TENANTS_SECRET_ID", "SECRETS_ID", "SOURCES_SECRET_ID"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in {**sandbox.environment(), **aws_settings}.items():
-        monkeypatch.setenv(key, value)
     sandbox.reset()
-    reset_bridge_state()
-    from app import app
-
-    with Client(app, project_dir=str(ROOT)) as test_client:
+    with bridge_client(monkeypatch, {**sandbox.environment(), **aws_settings}) as test_client:
         yield test_client
     sandbox.fullwhere.faults.clear()
-    reset_bridge_state()
 
 
 @pytest.fixture

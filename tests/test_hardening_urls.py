@@ -13,27 +13,18 @@ Everything runs over real HTTP: the bridge through Chalice's test client, the sa
 
 from __future__ import annotations
 
-import json
 import logging
 import sys
 import uuid
-from pathlib import Path
-from typing import Any
 
 import pytest
-from chalice.local import LambdaContext
-from chalice.test import Client
 
-from sandbox import aws as local_aws
 from sandbox import platforms
 from sandbox.platforms import meta as sandbox_meta
 from sandbox.platforms import oracle as sandbox_oracle
-from sandbox.stack import FULLWHERE_KEY, Sandbox
-from tests.conftest import FAST_RETRIES, reset_bridge_state
+from sandbox.stack import Sandbox
+from tests.support.sandbox_bridge import SandboxBridge, sandbox_bridge
 
-ROOT = Path(__file__).parent.parent
-PULL_TIMEOUT_SECONDS = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"][
-    "lambda_functions"]["oracle_pull"]["lambda_timeout"]
 PAGE_TOKEN = sandbox_meta.SECRETS["meta_page_token"]
 APP_SECRET = sandbox_meta.SECRETS["meta_app_secret"]
 REFUSED = "is not a usable id for the API's URL"
@@ -47,56 +38,10 @@ def sandbox():
         yield running
 
 
-class Stack:
-    def __init__(self, client: Client, sandbox: Sandbox, endpoint: str, retry_url: str, dlq_url: str, monkeypatch):
-        self.client, self.sandbox, self.endpoint = client, sandbox, endpoint
-        self.retry_url, self.dlq_url = retry_url, dlq_url
-        self._monkeypatch = monkeypatch
-
-    def configure(self, **variables: str) -> None:
-        for name, value in variables.items():
-            self._monkeypatch.setenv(name, value)
-        reset_bridge_state()
-
-    def send(self, platform: str, payload: dict[str, Any]):
-        delivery = platforms.delivery(self.sandbox, platform, json.dumps(payload).encode())
-        return self.client.http.post(delivery.path, headers=delivery.headers, body=delivery.body)
-
-    def pull_oracle(self) -> None:
-        from app import app
-
-        event = self.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [], region="eu-west-3")
-        app.handler_map["oracle_pull"](event, LambdaContext("oracle_pull", 512,
-                                                            max_runtime_ms=PULL_TIMEOUT_SECONDS * 1000))
-
-    def customers(self) -> list[dict]:
-        return self.sandbox.fullwhere.customers(FULLWHERE_KEY)
-
-    def retry_jobs(self) -> list[dict]:
-        return local_aws.queue_messages(self.endpoint, self.retry_url)
-
-    def dead_letters(self) -> list[dict]:
-        return local_aws.queue_messages(self.endpoint, self.dlq_url)
-
-
 @pytest.fixture
 def stack(sandbox, moto_endpoint, monkeypatch):
-    sandbox.reset()
-    name = f"urls-{uuid.uuid4().hex[:10]}"
-    retry_url, dlq_url = local_aws.create_queues(moto_endpoint, name, max_receive_count=5, visibility_timeout=30)
-    local_aws.create_identity_table(moto_endpoint, name)
-    environment = {**sandbox.environment(), **local_aws.aws_env(moto_endpoint), "RETRY_QUEUE_URL": retry_url,
-                   "DEAD_LETTER_QUEUE_URL": dlq_url, "IDENTITY_TABLE": name, **FAST_RETRIES}
-    for key in ("TENANTS_FILE", "TENANTS_SECRET_ID", "SECRETS_ID", "SOURCES_SECRET_ID", "LOG_LEVEL"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in environment.items():
-        monkeypatch.setenv(key, value)
-    reset_bridge_state()
-    from app import app
-
-    with Client(app, project_dir=str(ROOT)) as client:
-        yield Stack(client, sandbox, moto_endpoint, retry_url, dlq_url, monkeypatch)
-    reset_bridge_state()
+    with sandbox_bridge(sandbox, moto_endpoint, monkeypatch, "urls") as bridge:
+        yield bridge
 
 
 def printed_again(capsys) -> tuple[str, str]:
@@ -107,7 +52,7 @@ def printed_again(capsys) -> tuple[str, str]:
     return captured.out, captured.err
 
 
-def meta_lead(stack: Stack) -> str:
+def meta_lead(stack: SandboxBridge) -> str:
     """Sends the sandbox's sample lead, signed; returns its lead id once it is imported."""
     n = next(_guests)
     response = stack.send("meta", sandbox_meta.SAMPLE.build(stack.sandbox, n))
@@ -176,26 +121,26 @@ def test_the_http_clients_request_line_has_no_query_even_when_its_logger_is_turn
 
 # -- item 7: ids from payloads placed in URL paths ---------------------------------------------------
 
-def _ubereats(stack: Stack, bad: str) -> dict:
+def _ubereats(stack: SandboxBridge, bad: str) -> dict:
     payload = platforms.module("ubereats").SAMPLE.build(stack.sandbox, next(_guests))
     payload["meta"]["resource_id"] = bad
     payload["resource_href"] = f"https://api.uber.com/v2/eats/order/{bad}"
     return payload
 
 
-def _meta(stack: Stack, bad: str) -> dict:
+def _meta(stack: SandboxBridge, bad: str) -> dict:
     payload = sandbox_meta.SAMPLE.build(stack.sandbox, next(_guests))
     payload["entry"][0]["changes"][0]["value"]["leadgen_id"] = bad
     return payload
 
 
-def _sevenrooms(stack: Stack, bad: str) -> dict:
+def _sevenrooms(stack: SandboxBridge, bad: str) -> dict:
     payload = platforms.module("sevenrooms").SAMPLE.build(stack.sandbox, next(_guests))
     payload["entity"]["client_id"] = bad
     return payload
 
 
-def _thefork(stack: Stack, bad: str) -> dict:
+def _thefork(stack: SandboxBridge, bad: str) -> dict:
     return {**platforms.module("thefork").SAMPLE.build(stack.sandbox, next(_guests)), "uuid": bad}
 
 
@@ -239,7 +184,7 @@ def test_a_pulled_opera_event_whose_profile_id_would_walk_the_path_is_dead_lette
     ohip.enqueue(sandbox_oracle.HOTEL, sandbox_oracle.make_event(
         f"evt-{uuid.uuid4().hex[:8]}", "NEW PROFILE", bad, hotel_id=sandbox_oracle.HOTEL))
 
-    stack.pull_oracle()
+    stack.pull("oracle")
 
     # The dequeue happened (that is how the event arrived); no profile was read, here or anywhere else.
     received = [(request.method, request.route) for request in ohip.requests]

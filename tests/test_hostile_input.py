@@ -15,14 +15,12 @@ import base64
 import json
 import re
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
 from chalice.test import Client
 from hypothesis import given
 
-from sandbox import aws as local_aws
 from sandbox.platforms import Delivery, fixture
 from sandbox.platforms import delivery as sign
 from sandbox.platforms.como import make_member
@@ -30,8 +28,8 @@ from sandbox.platforms.mews import ENTERPRISE as MEWS_ENTERPRISE
 from sandbox.platforms.mews import make_customer
 from sandbox.samples import SAMPLES, webhook_samples
 from sandbox.stack import FULLWHERE_KEY, SECRETS, Sandbox, sources_document
-from tests.conftest import reset_bridge_state
 from tests.support.fuzz import mutated
+from tests.support.sandbox_bridge import bridge_client, own_aws
 
 ROOT = Path(__file__).parent.parent
 WEBHOOK_PLATFORMS = [sample.platform for sample in webhook_samples()]
@@ -54,25 +52,13 @@ def sandbox():
 
 @pytest.fixture(scope="module")
 def aws_settings(moto_endpoint):
-    name = f"hostile-{uuid.uuid4().hex[:10]}"
-    retry_url, dlq_url = local_aws.create_queues(moto_endpoint, name, max_receive_count=5, visibility_timeout=30)
-    local_aws.create_identity_table(moto_endpoint, name)
-    return {**local_aws.aws_env(moto_endpoint), "RETRY_QUEUE_URL": retry_url, "DEAD_LETTER_QUEUE_URL": dlq_url,
-            "IDENTITY_TABLE": name}
+    return own_aws(moto_endpoint, "hostile")
 
 
 @pytest.fixture
 def client(sandbox, aws_settings, monkeypatch):
-    for key in ("TENANTS_FILE", "TENANTS_SECRET_ID", "SECRETS_ID", "SOURCES_SECRET_ID"):
-        monkeypatch.delenv(key, raising=False)
-    for key, value in {**sandbox.environment(), **aws_settings}.items():
-        monkeypatch.setenv(key, value)
-    reset_bridge_state()
-    from app import app
-
-    with Client(app, project_dir=str(ROOT)) as test_client:
+    with bridge_client(monkeypatch, {**sandbox.environment(), **aws_settings}) as test_client:
         yield test_client
-    reset_bridge_state()
 
 
 _guests = iter(range(10_000, 100_000))
