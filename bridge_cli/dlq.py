@@ -84,10 +84,14 @@ def _depth(q: Queues, url: str) -> int:
 
 
 def describe(message: dict[str, Any]) -> dict[str, str]:
-    """What a dead letter says about itself: no guest data, reasons scrubbed."""
+    """What a dead letter says about itself: no guest data, reasons scrubbed. A bundle (the letters, or the
+    jobs, of many events in one message) is shown by its number of events and its platform, never event by
+    event; ``events`` says how many events a message holds, when known."""
+    from chalicelib.domain import retry_queue
     from chalicelib.infra.logs import scrub
 
-    row = {"kind": "", "reason": "", "platform": "", "event_id": "", "stage": "", "attempt": "", "when": ""}
+    row = {"kind": "", "reason": "", "platform": "", "event_id": "", "stage": "", "attempt": "", "when": "",
+           "events": ""}
     sent = message.get("Attributes", {}).get("SentTimestamp")
     if sent:
         row["when"] = datetime.fromtimestamp(int(sent) / 1000, timezone.utc).isoformat(timespec="seconds")
@@ -98,15 +102,38 @@ def describe(message: dict[str, Any]) -> dict[str, str]:
     if not isinstance(document, dict):
         return {**row, "kind": "unreadable", "reason": "the message is not a JSON object"}
     job = document.get("job") if "kind" in document else document
+    bundled = document.get("bundle") is not None
     if "kind" in document:
         row.update(kind=str(document.get("kind")), reason=scrub(str(document.get("reason", "")))[:200],
                    when=str(document.get("dead_lettered_at") or row["when"]))
+    elif bundled:  # a bundle of jobs SQS's redrive policy moved (maxReceiveCount receives without success)
+        row.update(kind="redrive policy", reason="received maxReceiveCount times (a bundle of jobs)")
     else:  # a bare job: SQS's redrive policy moved it (maxReceiveCount receives without success)
         row.update(kind="redrive policy", reason=scrub(f"received maxReceiveCount times; last error: "
                                                        f"{document.get('last_error') or 'none'}")[:200])
-    if isinstance(job, dict):
-        row.update(platform=str(job.get("platform") or ""), event_id=str(job.get("event_id") or ""),
-                   stage=str(job.get("stage") or ""), attempt=str(job.get("attempt") or ""))
+    if not bundled:
+        if isinstance(job, dict):
+            row.update(platform=str(job.get("platform") or ""), event_id=str(job.get("event_id") or ""),
+                       stage=str(job.get("stage") or ""), attempt=str(job.get("attempt") or ""), events="1")
+        return row
+    # A bundle: its platform and count from the envelope (a bundle of jobs names its platform, the message's
+    # attributes do when they were received), else from its jobs, unpacked within retry_queue's limit; of
+    # each job only the platform, stage and attempt are read.
+    attributes = message.get("MessageAttributes") or {}
+    platform = str(document.get("platform") or (attributes.get("platform") or {}).get("StringValue") or "")
+    count = document.get("events")
+    try:
+        jobs = retry_queue.parse_message(message["Body"])
+    except Exception:  # unreadable inside: what the envelope says is all there is
+        jobs = []
+    if isinstance(jobs, list) and jobs:
+        count = len(jobs)
+        platform = ", ".join(sorted({job.platform for job in jobs}))
+        attempts = sorted({job.attempt for job in jobs})
+        row.update(stage=", ".join(sorted({job.stage for job in jobs})),
+                   attempt=str(attempts[0]) if len(attempts) == 1 else f"{attempts[0]}–{attempts[-1]}")
+    events = str(count) if isinstance(count, int) and not isinstance(count, bool) else ""
+    row.update(platform=platform[:100], events=events, event_id=f"(a bundle of {events or 'several'} events)")
     return row
 
 

@@ -300,7 +300,7 @@ def test_thousands_of_unrouted_events_are_dead_lettered_in_time(bridge, tmp_path
 
 
 def test_the_most_events_a_body_can_hold_are_answered_in_time_every_one_queued(partouche, monkeypatch):
-    """A declarative body of 256 KiB holds some 13,000 guests. Fullwhere is down: those tried inline fail, the
+    """A declarative body of 256 KiB holds some 11,400 guests. Fullwhere is down: those tried inline fail, the
     others are not tried, and every one of them is queued before Mews' 5 s (the tightest platform wait)."""
     each = len(json.dumps({"player_id": 100_000})) + 2  # six-digit ids, and ", " between them
     players = [{"player_id": 100_000 + index} for index in range((256 * 1024 - 20) // each)]
