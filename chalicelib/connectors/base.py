@@ -90,9 +90,12 @@ class Context:
     def credentials(self, platform: str, account_id: str | None) -> dict[str, str]:
         return credentials_for(self.tenant, platform, account_id)
 
-    @property
-    def phone_region(self) -> str:
-        return self.tenant.phone_region or self.settings.default_phone_region
+    def phone_regions(self, *platform_signals: str | None) -> list[str]:
+        """Where to read a phone number written without its country code, in order: the countries the
+        platform gives for this guest or venue, then the tenant's region, then the deployment's default.
+        The first region in which the number is valid wins (docs/platforms.md, "Phone numbers")."""
+        candidates = [*platform_signals, self.tenant.phone_region, self.settings.default_phone_region]
+        return list(dict.fromkeys(region.upper() for region in candidates if isinstance(region, str) and region))
 
 
 class Connector(ABC):

@@ -205,7 +205,7 @@ class DeclarativeConnector(Connector):
             "company": text["company"],
             "description": text["description"],
             "email": normalise_email(_scalar(search(mapping.email, guest))),
-            "phoneNumber": normalise_phone(_scalar(search(mapping.phoneNumber, guest)), context.phone_region, phone_region),
+            "phoneNumber": normalise_phone(_scalar(search(mapping.phoneNumber, guest)), *context.phone_regions(phone_region)),
             "language": language_code(_scalar(search(mapping.language, guest))),
             "emailOptin": _consent(search(mapping.emailOptin, guest)),
             "smsOptin": _consent(search(mapping.smsOptin, guest)),

@@ -197,7 +197,7 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
         region = country if len(country) == 2 else None
         email = next(filter(None, (normalise_email(answers.get(k)) for k in aliases["email"])), None)
         email = email or _only_email_value(answers)
-        phone = next(filter(None, (normalise_phone(answers.get(k), context.phone_region, region)
+        phone = next(filter(None, (normalise_phone(answers.get(k), *context.phone_regions(region))
                                    for k in aliases["phone_number"])), None)
         first_name = clean_text(_first(answers, aliases["first_name"]))
         last_name = clean_text(_first(answers, aliases["last_name"]))

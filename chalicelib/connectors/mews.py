@@ -157,7 +157,7 @@ class MewsConnector(Connector, platform="mews", id_field="mewsId", settings=Mews
             civility=CIVILITIES.get(guest["Title"]) if isinstance(guest.get("Title"), str) else None,
             language=language_code(guest.get("PreferredLanguageCode")) or language_code(guest.get("LanguageCode")),
             email=email,
-            phoneNumber=normalise_phone(guest.get("Phone"), context.phone_region, guest.get("NationalityCode")),
+            phoneNumber=normalise_phone(guest.get("Phone"), *context.phone_regions(guest.get("NationalityCode"))),
             # Options is Mews' explicit consent list: absent flag = no consent; no list = not stated.
             emailOptin=("SendMarketingEmails" in options) if isinstance(options, list) else None,
             mewsId=clean_text(guest.get("Id")),

@@ -182,9 +182,8 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
         first_name = _first(sources, FIRST_NAME, clean_text)
         last_name = _first(sources, LAST_NAME, clean_text)
         private = any(source.get("is_contact_private") is True for source in sources)
-        regions = [context.phone_region]
-        for source in sources:
-            regions += [_region(source.get(key)) for key in PHONE_LOCALE] + [_region(source.get("country"))]
+        signals = [_region(source.get(key)) for source in sources for key in (*PHONE_LOCALE, "country")]
+        regions = context.phone_regions(*signals)
         sms = entity.get("reservation_sms_opt_in") if not is_client else None
         metadata = {
             "source": "sevenrooms",

@@ -140,8 +140,8 @@ class TheForkConnector(Connector, platform="thefork", id_field="theForkId",
             language=language_code(locale),
             email=normalise_email(customer.get("email")),
             # Read in the tenant's region, then the locale's country (fr_FR → FR), then the address country.
-            phoneNumber=normalise_phone(customer.get("phone"), context.phone_region, locale_region(locale),
-                                        clean_text(customer.get("country"), max_length=2)),
+            phoneNumber=normalise_phone(customer.get("phone"), *context.phone_regions(
+                locale_region(locale), clean_text(customer.get("country"), max_length=2))),
             # restaurantNewsletter defaults to false and a false "will not unsubscribe the diner": only true
             # states consent. No SMS consent is documented on the customer object.
             emailOptin=True if isinstance(optins, dict) and optins.get("restaurantNewsletter") is True else None,

@@ -298,7 +298,7 @@ class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=Z
             displayName=display_name(first_name, last_name),
             # A delivery platform's relay contact reaches its call centre, not the diner.
             email=None if relayed else normalise_email(_text(customer.get("email"))),
-            phoneNumber=None if relayed else normalise_phone(_text(customer.get("phone")), context.phone_region),
+            phoneNumber=None if relayed else normalise_phone(_text(customer.get("phone")), *context.phone_regions()),
             # Zelty's own consent flags; absent or unreadable = not stated (null, never a guessed false).
             smsOptin=None if relayed else _flag(customer.get("sms_optin")),
             emailOptin=None if relayed else _flag(customer.get("email_optin")),
