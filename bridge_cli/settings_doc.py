@@ -71,6 +71,10 @@ uses the `FULLWHERE_*` and `MEWS_ACCESS_TOKEN` settings and owns every platform 
 The document is validated at load (unknown platforms, duplicate ids, an account listed by two tenants
 are errors with a clear message). An event whose account no tenant lists goes to the dead-letter
 queue with the reason `unrouted`.
+
+A tenant may also set `"import_test_leads": true` (default `false`): the leads of Meta's Lead Ads Testing
+Tool (placeholder answers, `test@fb.com`, `test@meta.com`) are then imported, e.g. for a trial account;
+otherwise they are ignored with the reason `test_lead`. The default tenant's is `META_IMPORT_TEST_LEADS`.
 """
 
 

@@ -64,6 +64,16 @@ def reset_bridge_state() -> None:
     metrics.flush(io.StringIO())
 
 
+@pytest.fixture(scope="module")
+def sandbox():
+    """The sandbox's emulators, one set per test module (a module may override it, e.g. with moto's queues):
+    the queues and table a test needs are its own, on the suite's moto server (tests/support/sandbox_bridge.py)."""
+    from sandbox.stack import Sandbox
+
+    with Sandbox(with_aws=False) as running:
+        yield running
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     server, endpoint = local_aws.start_moto()

@@ -18,7 +18,6 @@ import pytest
 from sandbox import platforms
 from sandbox.emulators.base import Fault
 from sandbox.platforms import Delivery, Sample
-from sandbox.stack import Sandbox
 from tests.support.log_leaks import bridge_log_lines
 from tests.support.sandbox_bridge import sandbox_bridge
 
@@ -54,13 +53,6 @@ _guests = iter(range(1, 1_000_000))
 
 
 # -- the bridge on the sandbox ---------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def sandbox():
-    # The emulators only: the queues and table are each test's own, on the suite's moto server.
-    with Sandbox(with_aws=False) as running:
-        yield running
-
 
 @pytest.fixture
 def stack(sandbox, moto_endpoint, monkeypatch):

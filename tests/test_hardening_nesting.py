@@ -41,12 +41,6 @@ CHALICE_FORMAT = "%(name)s - %(levelname)s - %(message)s"
 
 
 @pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(with_aws=False) as running:
-        yield running
-
-
-@pytest.fixture(scope="module")
 def aws_settings(moto_endpoint):
     return own_aws(moto_endpoint, "nesting")
 

@@ -22,7 +22,6 @@ import pytest
 from sandbox import platforms
 from sandbox.platforms import meta as sandbox_meta
 from sandbox.platforms import oracle as sandbox_oracle
-from sandbox.stack import Sandbox
 from tests.support.sandbox_bridge import SandboxBridge, sandbox_bridge
 
 PAGE_TOKEN = sandbox_meta.SECRETS["meta_page_token"]
@@ -30,12 +29,6 @@ APP_SECRET = sandbox_meta.SECRETS["meta_app_secret"]
 REFUSED = "is not a usable id for the API's URL"
 
 _guests = iter(range(1, 1_000_000))
-
-
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(with_aws=False) as running:  # the emulators; each test gets its own queues on moto
-        yield running
 
 
 @pytest.fixture

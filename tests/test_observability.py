@@ -116,6 +116,13 @@ def test_emf_document_follows_the_specification():
     assert document["Events"] == 3 and document["Latency"] == [12.0, 40.0, 33.3]
 
 
+def test_emf_document_with_a_reason_names_it_in_a_dimension_set_and_the_root():
+    [document] = metrics.documents("deliveroo", "skipped", 2, [1.0, 2.0], reason="no_identity")
+    directive = document["_aws"]["CloudWatchMetrics"][0]
+    assert directive["Dimensions"] == [["platform", "outcome", "reason"], ["platform", "outcome"], ["outcome"]]
+    assert (document["platform"], document["outcome"], document["reason"]) == ("deliveroo", "skipped", "no_identity")
+
+
 def test_more_than_100_latencies_are_split_across_documents():
     documents = metrics.documents("zelty", "imported", 250, [float(i) for i in range(250)])
     assert [len(document.get("Latency", [])) for document in documents] == [100, 100, 50]
@@ -179,3 +186,54 @@ def test_the_leak_scan_finds_what_it_must_and_nothing_else():
     ]))
     assert find_leaks(leaky, personal | {FULLWHERE_SECRET}) == [
         "2125557056", "test-secret", "unmasked email guest7@zelty.sandbox.example"]
+
+
+# -- why guests were not imported: the reason dimension ----------------------------------------
+
+def test_a_skipped_guest_is_counted_with_its_reason(bridge, capsys):
+    """A Deliveroo diner without a loyalty card has no identity: the metric says so, per platform."""
+    assert bridge.send_deliveroo(fixture_bytes("deliveroo/order_new.json")).status_code == 200
+    assert bridge.send_deliveroo({"event": "rider.status_update"}).status_code == 200
+    output = capsys.readouterr().out
+    [skipped] = [line for line in emf_lines(output) if line["outcome"] == "skipped"]
+    assert (skipped["platform"], skipped["reason"], skipped["Events"]) == ("deliveroo", "no_identity", 1)
+    assert skipped["_aws"]["CloudWatchMetrics"][0]["Dimensions"] == [
+        ["platform", "outcome", "reason"], ["platform", "outcome"], ["outcome"]]
+    [ignored] = [line for line in emf_lines(output) if line["outcome"] == "ignored"]
+    assert ignored["reason"] == "event_not_imported"  # the handler's sentence, counted as its bounded value
+    # other outcomes keep their two dimension sets and no reason
+    assert all("reason" not in line for line in emf_lines(output) if line["outcome"] not in ("skipped", "ignored"))
+    # the counts still add up to the log lines, per platform and outcome
+    emitted: dict[tuple[str, str], int] = {}
+    for line in emf_lines(output):
+        emitted[(line["platform"], line["outcome"])] = emitted.get((line["platform"], line["outcome"]), 0) + line["Events"]
+    logged: dict[tuple[str, str], int] = {}
+    for line in outcome_lines(output):
+        logged[(line["platform"], line["outcome"])] = logged.get((line["platform"], line["outcome"]), 0) + 1
+    assert emitted == logged
+
+
+def test_an_unknown_reason_is_counted_as_other():
+    """A reason may be free text (an error, a payload's words): it must not create metrics at will."""
+    stream = io.StringIO()
+    metrics.record("skipped", "zelty", 3.0, reason="guest jane.doe@example.com was odd")
+    metrics.record("skipped", "zelty", 4.0, reason="yet another made-up reason")
+    metrics.record("skipped", "zelty", 5.0, reason="no_identity")
+    metrics.record("skipped", "zelty", 6.0)
+    metrics.record("imported", "zelty", 7.0, reason="no_identity")  # not a reasoned outcome
+    metrics.flush(stream, platforms=("zelty",))
+    counted = {(line["outcome"], line.get("reason")): line["Events"] for line in lines_of(stream.getvalue())}
+    assert counted == {("skipped", "other"): 3, ("skipped", "no_identity"): 1, ("imported", None): 1}
+    assert "jane" not in stream.getvalue()
+
+
+def test_every_skip_reason_the_code_gives_is_a_known_dimension_value():
+    """A new skip reason counted as "other" would hide it from the restaurant: add it to metrics.REASONS."""
+    import pathlib
+    import re
+
+    root = pathlib.Path(metrics.__file__).parents[1]
+    given = {match.group(2) for path in root.rglob("*.py")
+             for match in re.finditer(r'Outcome\(\s*"(skipped|ignored)",\s*"([^"]+)"', path.read_text())}
+    assert "no_identity" in given  # the scan finds what it must
+    assert sorted(reason for reason in given if metrics.reason_dimension("skipped", reason) == metrics.OTHER) == []

@@ -43,12 +43,6 @@ PLATFORMS = list(SAMPLES)  # every connector, OPERA Cloud and the declarative so
 MAPPED = [platform for platform in PLATFORMS if SAMPLES[platform].imports]  # Simphony maps nothing
 
 
-@pytest.fixture(scope="module")
-def sandbox():
-    with Sandbox(with_aws=False) as running:
-        yield running
-
-
 @pytest.fixture
 def bridge_settings(sandbox, monkeypatch):
     for key in ("TENANTS_FILE", "TENANTS_SECRET_ID", "SECRETS_ID", "SOURCES_SECRET_ID"):

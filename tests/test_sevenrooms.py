@@ -332,8 +332,8 @@ def test_without_api_credentials_the_webhook_fields_are_imported_as_they_are(bri
     assert send_with_token(bridge, reservation()).status_code == 200
     [customer] = bridge.customers()
     assert (customer["sevenroomsId"], customer["email"], customer["firstName"]) == (JON, "jsnow@srdemo.com", "Jon")
-    # A US national number cannot be read in the tenant's region (FR): dropped rather than imported wrong.
-    assert customer["phoneNumber"] is None
+    # No country anywhere: not valid in FR, read by SEVENROOMS_FALLBACK_PHONE_REGION (US), tried last.
+    assert customer["phoneNumber"] == "+12125557056"
     assert customer["language"] is None and customer["civility"] is None
     assert "emailOptin" not in sent_bodies(bridge)[-1]  # consent lives on the client record only
     assert sevenrooms.requests == []

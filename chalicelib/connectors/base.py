@@ -155,8 +155,9 @@ class Connector(ABC):
         """
         return 405, '{"error": "method_not_allowed", "reason": "this platform sends webhooks with POST"}', "application/json"
 
-    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
-        """The guest record behind ``event``; ``None`` when there is no guest to import."""
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | str | None:
+        """The guest record behind ``event``; ``None`` when there is no guest to import, or a short reason
+        (e.g. ``test_lead``) when the record is the platform's own and is ignored by design."""
         return event.data
 
     @abstractmethod

@@ -53,6 +53,12 @@ ALIASES: dict[str, tuple[str, ...]] = {
 CHECKED = {"1": True, "true": True, "yes": True, "": False, "0": False, "false": False, "no": False}
 # The keys each JSON setting may use: Meta's standard field keys, and the opt-ins a checkbox can state.
 JSON_SETTING_KEYS = {"field_aliases": tuple(ALIASES), "consent_checkboxes": ("emailOptin", "smsOptin")}
+# A lead made by Meta's Lead Ads Testing Tool: every answer is a placeholder such as
+# "<test lead: dummy data for FULL_NAME>" and the email is Meta's own. Seen in such leads, not documented by
+# Meta (docs/platforms.md, Meta Lead Ads): matched loosely on case and spaces.
+TEST_LEAD_PLACEHOLDER = re.compile(r"^\s*<\s*test lead\s*:\s*dummy data for\b[^>]*>\s*$", re.IGNORECASE)
+TEST_LEAD_EMAILS = frozenset({"test@fb.com", "test@meta.com"})
+TEST_LEAD = "test_lead"
 
 
 class MetaSettings(SettingsModel):
@@ -76,6 +82,10 @@ class MetaSettings(SettingsModel):
     consent_checkboxes: dict[str, list[str]] | None = Field(
         default=None, description="JSON: which custom disclaimer checkboxes state marketing consent, e.g. "
         '`{"emailOptin": ["newsletter"], "smsOptin": ["sms"]}`; unset, no opt-in is imported')
+    import_test_leads: bool = Field(
+        default=False, description="import the leads of Meta's Lead Ads Testing Tool (placeholder answers, "
+        "`test@fb.com`, `test@meta.com`) for the default tenant, e.g. for a trial account; off, they are ignored "
+        "(`test_lead`). With a tenants document, each tenant's `import_test_leads` applies instead")
 
     @field_validator("field_aliases", "consent_checkboxes", mode="before")
     @classmethod
@@ -166,7 +176,8 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
                 ignored.append("page:no-changes")  # e.g. Messenger's entry[].messaging
         return ParsedWebhook(events=events, ignored=ignored)
 
-    def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
+    def fetch(self, event: Event, context: Context) -> dict[str, Any] | str | None:
+        """The lead, or ``"test_lead"`` (the reason it is ignored) for a testing-tool lead nobody opted in to."""
         own: MetaSettings = self.platform_settings()
         url = f"{own.graph_url}/{path_segment(event.data.get('leadgen_id'), 'Meta leadgen_id')}"
         token = self._page_token(event, context, own)
@@ -178,7 +189,12 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
         response = send("GET", url, context.deadline, what=WHAT, params=params,
                         headers={"Authorization": f"Bearer {token}"})
         _raise_for_graph_error(response)
-        return answer_object(response, WHAT)
+        lead = answer_object(response, WHAT)
+        if not _imports_test_leads(context, own) and is_test_lead(lead):
+            # Restaurants check their setup with the testing tool: its leads would all merge into one
+            # placeholder customer (test@fb.com) shared by every restaurant.
+            return TEST_LEAD
+        return lead
 
     def _page_token(self, event: Event, context: Context, own: MetaSettings) -> str:
         token = context.credentials(self.name, event.account_id).get("page_access_token")
@@ -228,6 +244,22 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
             metaId=f"lead:{lead_id}" if (email or phone) else None,
             metadata=present(metadata),
         )
+
+
+def _imports_test_leads(context: Context, own: MetaSettings) -> bool:
+    """The tenant's opt-in; the default tenant (no tenants document) has ``META_IMPORT_TEST_LEADS``."""
+    if context.tenant.owns_every_account:
+        return own.import_test_leads
+    return context.tenant.import_test_leads
+
+
+def is_test_lead(lead: dict[str, Any]) -> bool:
+    """Whether the lead comes from Meta's Lead Ads Testing Tool: a placeholder answer, or Meta's own
+    test email, in any field."""
+    for value in _answers(lead.get("field_data")).values():
+        if TEST_LEAD_PLACEHOLDER.match(value) or normalise_email(value) in TEST_LEAD_EMAILS:
+            return True
+    return False
 
 
 def _key(name: object) -> str:

@@ -157,9 +157,17 @@ class MewsConnector(Connector, platform="mews", id_field="mewsId", settings=Mews
             civility=CIVILITIES.get(guest["Title"]) if isinstance(guest.get("Title"), str) else None,
             language=language_code(guest.get("PreferredLanguageCode")) or language_code(guest.get("LanguageCode")),
             email=email,
-            phoneNumber=normalise_phone(guest.get("Phone"), *context.phone_regions(guest.get("NationalityCode"))),
+            # The guest's home (address) country, then nationality: the customer record names no venue country.
+            phoneNumber=normalise_phone(guest.get("Phone"), *context.phone_regions(
+                _address_country(guest.get("Address")), clean_text(guest.get("NationalityCode"), max_length=2))),
             # Options is Mews' explicit consent list: absent flag = no consent; no list = not stated.
             emailOptin=("SendMarketingEmails" in options) if isinstance(options, list) else None,
             mewsId=clean_text(guest.get("Id")),
             metadata=present(metadata),
         )
+
+
+def _address_country(address: object) -> str | None:
+    """The ISO 3166-1 alpha-2 ``CountryCode`` of the customer's ``Address``, when it has one."""
+    code = clean_text(address.get("CountryCode"), max_length=2) if isinstance(address, dict) else None
+    return code if code and len(code) == 2 and code.isalpha() else None

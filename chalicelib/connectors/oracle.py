@@ -168,7 +168,10 @@ class OracleOperaConnector(Connector, platform="oracle", id_field="oracleId",
             civility=civility(name.get("namePrefix")) or civility(name.get("nameTitle")),
             language=language_code(customer.get("language")) or language_code(name.get("language")),
             email=primary_email(details, _domains(settings.relay_email_domains)),
-            phoneNumber=primary_phone(details, *context.phone_regions(nationality, _country(citizen.get("code")))),
+            # The guest's address country first (where their phone most likely comes from), then nationality
+            # and citizenship; the profile names no hotel country.
+            phoneNumber=primary_phone(details, *context.phone_regions(
+                address_country(details), nationality, _country(citizen.get("code")))),
             emailOptin=consent(privacy, settings.email_optin_flag, "allowEmail"),
             smsOptin=consent(privacy, settings.sms_optin_flag, "allowSMS"),
             oracleId=profile_id(guest.get("profileIdList")) or clean_text(event.data.get("profile_id")),
@@ -318,6 +321,20 @@ def primary_phone(details: dict[str, Any], *regions: str | None) -> str | None:
         phone = normalise_phone(entry.get("phoneNumber"), *regions)
         if phone:
             return phone
+    return None
+
+
+def address_country(details: dict[str, Any]) -> str | None:
+    """``country.code`` of the primary address (else the first that has one), e.g. ``US``."""
+    addresses = details.get("addresses") if isinstance(details.get("addresses"), dict) else {}
+    entries = [info.get("address") for info in _list(addresses.get("addressInfo"))
+               if isinstance(info, dict) and isinstance(info.get("address"), dict)]
+    entries.sort(key=lambda entry: entry.get("primaryInd") is not True)  # stable: primary first
+    for entry in entries:
+        country = entry.get("country") if isinstance(entry.get("country"), dict) else {}
+        code = _country(country.get("code"))
+        if code:
+            return code
     return None
 
 

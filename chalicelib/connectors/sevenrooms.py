@@ -85,6 +85,12 @@ class SevenRoomsSettings(SettingsModel):
         default="https://api.sevenrooms.com/2_4",
         description="SevenRooms API base (`https://api.eu.sevenrooms.com/2_4` in the EU, "
         "`https://demo.sevenrooms.com/api-ext/2_4` for the demo)")
+    fallback_phone_region: str = Field(
+        default="US", pattern=r"^(?i:[a-z]{2}|none)$",
+        description="region tried last, after the guest's phone locale or country, the tenant's region and "
+        "`DEFAULT_PHONE_REGION`, for a number written without its country code (`none`: no fallback). SevenRooms' "
+        "reservation carries no venue country, timezone or currency, and its own example writes a New York "
+        "number as `212-555-7056`; tried last, it only rescues a number that would otherwise be dropped")
     sms_optin_is_marketing: bool = Field(
         default=False,
         description="set to `true` only if SevenRooms confirms that a reservation's `reservation_sms_opt_in` is "
@@ -95,6 +101,11 @@ class SevenRoomsSettings(SettingsModel):
     @classmethod
     def _lower_case(cls, value: str) -> str:
         return value.lower()
+
+    @field_validator("fallback_phone_region")
+    @classmethod
+    def _upper_case(cls, value: str) -> str:
+        return value.upper()
 
 
 class Envelope(PayloadModel):
@@ -182,8 +193,12 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
         first_name = _first(sources, FIRST_NAME, clean_text)
         last_name = _first(sources, LAST_NAME, clean_text)
         private = any(source.get("is_contact_private") is True for source in sources)
+        # The guest's own signals only (client record first): no venue country, timezone or currency
+        # reaches the bridge. The fallback comes after the tenant's and the default region, so it never
+        # re-reads a number those accept (docs/platforms.md, SevenRooms, "Phone numbers").
         signals = [_region(source.get(key)) for source in sources for key in (*PHONE_LOCALE, "country")]
-        regions = context.phone_regions(*signals)
+        fallback = self.platform_settings().fallback_phone_region
+        regions = list(dict.fromkeys([*context.phone_regions(*signals), *([fallback] if fallback != "NONE" else [])]))
         sms = entity.get("reservation_sms_opt_in") if not is_client else None
         metadata = {
             "source": "sevenrooms",

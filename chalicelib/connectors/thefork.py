@@ -139,9 +139,10 @@ class TheForkConnector(Connector, platform="thefork", id_field="theForkId",
             civility=civility(customer.get("civility")),
             language=language_code(locale),
             email=normalise_email(customer.get("email")),
-            # Read in the tenant's region, then the locale's country (fr_FR → FR), then the address country.
+            # The guest's address country, then the locale's (fr_FR → FR), before the tenant's region: the
+            # customer and reservation name no restaurant country (their currencies are null in the example).
             phoneNumber=normalise_phone(customer.get("phone"), *context.phone_regions(
-                locale_region(locale), clean_text(customer.get("country"), max_length=2))),
+                clean_text(customer.get("country"), max_length=2), locale_region(locale))),
             # restaurantNewsletter defaults to false and a false "will not unsubscribe the diner": only true
             # states consent. No SMS consent is documented on the customer object.
             emailOptin=True if isinstance(optins, dict) and optins.get("restaurantNewsletter") is True else None,

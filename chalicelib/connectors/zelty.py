@@ -35,10 +35,12 @@ class ZeltySettings(SettingsModel):
     customer_paths: str | None = Field(
         default=None,
         description="JSON: which events carry a customer and where, which Zelty key holds each field, extra "
-        "metadata, and the delivery-platform channels whose relay contacts are not imported. Unset, the defaults "
-        "in docs/platforms.md (order events: `data.customer`; `customer.created`/`customer.updated`: `data`; keys "
-        "`id`, `fname`, `name`, `mail`, `phone`, `sms_optin`, `mail_optin`). Zelty's customer object is not "
-        "public, so this is where a correction goes")
+        "metadata, where an order carrying its customer flat keeps each field, and the delivery-platform "
+        "channels whose relay contacts are not imported. Unset, the defaults in docs/platforms.md (order events: "
+        "`data.customer`, else the fields flat on the order `data`: `customer_id`, `first_name`, `last_name`, "
+        "`email`, `phone`; `customer.created`/`customer.updated`: `data`; customer keys `id`, `fname`, `name`, "
+        "`mail`, `phone`, `sms_optin`, `mail_optin`). Zelty's customer object is not public, so this is where a "
+        "correction goes")
     webhook_secret: str | None = secret(
         "the `secret_key` you chose and registered with Zelty's `POST /webhooks` (version `v2`); it keys the "
         "`x-zelty-hmac-sha256` signature. Unsigned (`v1`) webhooks are refused")
@@ -73,6 +75,20 @@ DEFAULT_CUSTOMER_PATHS: dict[str, Any] = {
     "metadata": {
         "zeltyOrderCount": "nb_orders",
         "zeltyTurnover": "turnover",
+    },
+    # Orders that carry their customer flat, as fields of the order itself (a report on consumers of
+    # GET /orders, unconfirmed): read only when the event's customer path above holds no customer object,
+    # for events listed here. The order's own "id" is the order's, so the customer id is "customer_id";
+    # no opt-in or metadata is read from an order. null turns the flat shape off.
+    "flat": {
+        "events": {"order.*": "data"},
+        "fields": {
+            "id": "customer_id",
+            "first_name": "first_name",
+            "last_name": "last_name",
+            "email": "email",
+            "phone": "phone",
+        },
     },
     # Orders relayed from delivery platforms carry the platform's relay contact: when one of these paths
     # holds one of these values (compared in lower case, letters and digits only), the email, phone and
@@ -121,6 +137,47 @@ class RelayRule(BaseModel):
         return frozenset(_channel(v) for v in value)
 
 
+def _event_paths(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {name: None if path is None else _paths(path) for name, path in value.items()}
+
+
+def _field_paths(value: Any) -> Any:
+    if not isinstance(value, dict):
+        return value
+    return {name: _paths(path) for name, path in value.items()}
+
+
+def _locate(events: dict[str, tuple[str, ...] | None], event_name: str) -> tuple[str, ...] | None:
+    """An exact event name wins over a glob; ``None`` when no entry names the event (or it is null)."""
+    if event_name in events:
+        return events[event_name]
+    for pattern, paths in events.items():
+        if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(event_name, pattern):
+            return paths
+    return None
+
+
+class FlatRule(BaseModel):
+    """Where an order that carries its customer as its own fields keeps them."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, defer_build=True)
+
+    events: dict[str, tuple[str, ...] | None] = Field(min_length=1)
+    fields: dict[CUSTOMER_FIELDS, tuple[str, ...]] = Field(min_length=1)
+
+    @field_validator("events", mode="before")
+    @classmethod
+    def _check_events(cls, value: Any) -> Any:
+        return _event_paths(value)
+
+    @field_validator("fields", mode="before")
+    @classmethod
+    def _check_fields(cls, value: Any) -> Any:
+        return _field_paths(value)
+
+
 class CustomerPaths(BaseModel):
     """The validated ``ZELTY_CUSTOMER_PATHS`` document."""
 
@@ -129,21 +186,18 @@ class CustomerPaths(BaseModel):
     events: dict[str, tuple[str, ...] | None] = Field(min_length=1)
     fields: dict[CUSTOMER_FIELDS, tuple[str, ...]]
     metadata: dict[str, tuple[str, ...]] = Field(default_factory=dict)
+    flat: FlatRule | None = None
     relay: RelayRule | None = None
 
     @field_validator("events", mode="before")
     @classmethod
-    def _event_paths(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        return {name: None if path is None else _paths(path) for name, path in value.items()}
+    def _check_events(cls, value: Any) -> Any:
+        return _event_paths(value)
 
     @field_validator("fields", "metadata", mode="before")
     @classmethod
-    def _field_paths(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        return {name: _paths(path) for name, path in value.items()}
+    def _check_fields(cls, value: Any) -> Any:
+        return _field_paths(value)
 
     @model_validator(mode="after")
     def _check(self) -> "CustomerPaths":
@@ -158,12 +212,11 @@ class CustomerPaths(BaseModel):
 
     def locate(self, event_name: str) -> tuple[str, ...] | None:
         """Where the customer is in this event, or ``None`` when the event carries none."""
-        if event_name in self.events:
-            return self.events[event_name]
-        for pattern, paths in self.events.items():
-            if any(ch in pattern for ch in "*?[") and fnmatch.fnmatchcase(event_name, pattern):
-                return paths
-        return None
+        return _locate(self.events, event_name)
+
+    def locate_flat(self, event_name: str) -> tuple[str, ...] | None:
+        """Where an order carrying its customer flat is in this event, or ``None``."""
+        return None if self.flat is None else _locate(self.flat.events, event_name)
 
 
 @functools.lru_cache(maxsize=8)
@@ -241,17 +294,19 @@ class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=Z
         customer = next(
             (found for path in locations if isinstance(found := resolve(document, path), dict) and found), None
         )
-        if customer is None:
-            return ParsedWebhook(events=[], ignored=[f"{envelope.event_name}:no-customer"])
+        if customer is not None:
+            fields = _read(customer, paths.fields)
+            metadata = {
+                key: _metadata_value(value) for key, keys in paths.metadata.items()
+                if (value := _first_scalar(customer, keys)) is not None
+            }
+        else:
+            # No nested customer: the order may carry it as its own fields. Only then, so that an order's
+            # own keys never override or mix with a customer object that is there.
+            fields, metadata = _flat_fields(document, paths, envelope.event_name), {}
+            if not fields:
+                return ParsedWebhook(events=[], ignored=[f"{envelope.event_name}:no-customer"])
 
-        fields = {
-            field: value for field, keys in paths.fields.items()
-            if (value := _first_scalar(customer, keys)) is not None
-        }
-        metadata = {
-            key: _metadata_value(value) for key, keys in paths.metadata.items()
-            if (value := _first_scalar(customer, keys)) is not None
-        }
         relay_channel = None
         if paths.relay is not None:
             relay_channel = next(
@@ -305,6 +360,19 @@ class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=Z
             zeltyId=clean_text(_text(customer.get("id"))),
             metadata=present(metadata),
         )
+
+
+def _read(source: Any, keys: dict[str, tuple[str, ...]]) -> dict[str, str | int | float | bool]:
+    return {field: value for field, paths in keys.items() if (value := _first_scalar(source, paths)) is not None}
+
+
+def _flat_fields(document: Any, paths: CustomerPaths, event_name: str) -> dict[str, str | int | float | bool]:
+    """The customer fields an order carries flat, from the first order object that has any."""
+    for path in paths.locate_flat(event_name) or ():
+        order = resolve(document, path)
+        if isinstance(order, dict) and paths.flat is not None and (fields := _read(order, paths.flat.fields)):
+            return fields
+    return {}
 
 
 def _text(value: object) -> str | None:

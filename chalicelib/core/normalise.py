@@ -4,6 +4,10 @@ Phones go through ``phonenumbers`` (the lite build: metadata only, no geocoder o
 leave as E.164; what does not parse as a valid number is dropped rather than imported wrong. Emails are
 lower-cased and checked with a deliberately plain syntactic rule: the ``email-validator`` package would
 lengthen every cold start (docs/performance.md), and deliverability cannot be checked offline anyway.
+International addresses are kept: UTF-8 local parts (RFC 6531) in NFC, and internationalised domains in
+their A-label (``xn--``) form under IDNA 2008 / UTS #46, so that an address written with the Unicode or
+the A-label domain is one string, hence one Fullwhere customer (docs/platforms.md, "Rules every connector
+follows").
 """
 
 from __future__ import annotations
@@ -13,7 +17,9 @@ import unicodedata
 
 import phonenumbers
 
-_EMAIL = re.compile(r"^[^@\s\"(),:;<>\[\\\]]{1,64}@(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+# The top-level label may be an A-label too: ``.рф`` is ``.xn--p1ai``.
+_EMAIL = re.compile(
+    r"^[^@\s\"(),:;<>\[\\\]]{1,64}@(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+(?:[a-z]{2,63}|xn--[a-z0-9-]{1,59})$")
 _SPACES = re.compile(r"\s+")
 
 
@@ -34,12 +40,44 @@ def display_name(first_name: str | None, last_name: str | None) -> str | None:
 
 
 def normalise_email(value: object) -> str | None:
-    """Lower-cased email when it looks like one, else ``None``."""
-    text = clean_text(value, max_length=254)
+    """Lower-cased email when it looks like one, else ``None``; an internationalised domain leaves as its A-label.
+
+    ``Jörg@Müller.de`` and ``jörg@xn--mller-kva.DE`` both give ``jörg@xn--mller-kva.de``.
+    """
+    # One character over the 254 limit, so that a longer value is refused rather than cut into another address.
+    text = clean_text(value, max_length=255)
     if text is None:
         return None
     text = text.lower()
-    return text if _EMAIL.match(text) and ".." not in text else None
+    # The common ASCII address is one regular expression; only the rest pays for NFC and IDNA.
+    if not text.isascii() or "xn--" in text:
+        text = _international_email(text)
+        if text is None:
+            return None
+    # 254 also bounds an A-label domain, which is longer than its Unicode spelling (CustomerImport's max_length).
+    return text if len(text) <= 254 and _EMAIL.match(text) and ".." not in text else None
+
+
+def _international_email(text: str) -> str | None:
+    """``text`` (lower-cased) with its local part in NFC and its domain as A-labels, or ``None`` if invalid."""
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain:
+        return None
+    # One visible "é" may arrive composed or decomposed (macOS input is NFD); RFC 6532 asks for NFC. The
+    # 64 limit of RFC 5321 counts octets, and a UTF-8 character is up to four.
+    local = unicodedata.normalize("NFC", local)
+    if len(local.encode()) > 64:
+        return None
+    if not domain.isascii() or "xn--" in domain:
+        import idna  # pinned in requirements.txt (httpx needs it too); imported only for an international domain
+
+        try:
+            # UTS #46 mapping (non-transitional, i.e. IDNA 2008: "ß" stays "ß") lower-cases and maps
+            # full-width forms and "。"; an existing A-label is checked, so a bogus "xn--" label is refused.
+            domain = idna.encode(domain, uts46=True).decode("ascii")
+        except (UnicodeError, ValueError):  # idna.IDNAError is a UnicodeError
+            return None
+    return f"{local}@{domain}"
 
 
 def normalise_phone(value: object, *regions: str | None) -> str | None:

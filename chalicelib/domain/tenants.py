@@ -35,6 +35,8 @@ class Tenant(BaseModel):
     fullwhere_api_url: str | None = None
     phone_region: str | None = Field(default=None, pattern=r"^[A-Za-z]{2}$")
     platforms: dict[str, PlatformAccounts] = Field(default_factory=dict)
+    # Import the leads of Meta's Lead Ads Testing Tool (off: ignored as ``test_lead``), e.g. for a trial account.
+    import_test_leads: bool = False
 
     # The default tenant (no document) owns every account; real tenants own only those they list.
     owns_every_account: bool = Field(default=False, exclude=True)

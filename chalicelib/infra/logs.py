@@ -92,7 +92,7 @@ def log(outcome: str, message: str = "", *, level: int = logging.INFO, exc_info:
             if len(value) > MAX_FIELD_LENGTH:  # ids and event types come from payloads: bound what a sender writes
                 value = value[:MAX_FIELD_LENGTH] + "…"
             merged[key] = _scrub_emails(value) if key in _ID_FIELDS else scrub(value)
-    metrics.record(outcome, merged.get("platform"), merged.get("latency_ms"))
+    metrics.record(outcome, merged.get("platform"), merged.get("latency_ms"), merged.get("reason"))
     if level >= _level:
         _write(level, message or outcome, merged, exc_info)
 

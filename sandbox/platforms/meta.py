@@ -134,4 +134,12 @@ def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
     return webhook
 
 
+def sample_test_lead_answers(email: str = "test@fb.com") -> list[dict[str, Any]]:
+    """The answers of a lead made by Meta's Lead Ads Testing Tool, as restaurants report them (Meta does not
+    document them): a placeholder per question, and Meta's own test email."""
+    placeholders = [{"name": key, "values": [f"<test lead: dummy data for {key.upper()}>"]}
+                    for key in ("full_name", "phone_number", "company_name")]
+    return [*placeholders, {"name": "email", "values": [email]}]
+
+
 SAMPLE = Sample("meta", "metaId", _build, lambda n: f"lead:{900000000000 + n}")
