@@ -92,13 +92,10 @@ def platform_models() -> list[tuple[str, type[SettingsModel]]]:
 
 
 def sections() -> list[Section]:
-    """The document's tables. A bridge-wide field that a platform model also declares (same variable) is
-    that platform's, and shown only there."""
-    platforms = platform_models()
-    theirs = {model.variable(name) for _, model in platforms for name in model.model_fields}
-    bridge = [name for name in Settings.model_fields if Settings.variable(name) not in theirs]
-    return [Section("Bridge-wide settings", Settings, bridge),
-            *(Section(title, model, list(model.model_fields)) for title, model in platforms)]
+    """The document's tables: the bridge-wide settings, then each platform's (no two models share a variable:
+    tests/test_settings.py)."""
+    return [Section(model.title, model, list(model.model_fields))
+            for model in (Settings, *(model for _, model in platform_models()))]
 
 
 def render() -> str:

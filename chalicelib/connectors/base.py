@@ -26,7 +26,7 @@ from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.domain.tenants import Tenant, credentials_for
 from chalicelib.infra.http import Deadline
-from chalicelib.infra.settings import Settings, SettingsModel, get_settings, settings_of
+from chalicelib.infra.settings import Settings, SettingsModel, settings_of
 
 
 @dataclass(frozen=True)
@@ -121,7 +121,7 @@ class Connector(ABC):
 
     def platform_settings(self) -> Any:
         """This platform's settings (may raise SettingsError when they are invalid)."""
-        return settings_of(self.settings_model) if self.settings_model else get_settings()
+        return settings_of(self.settings_model)
 
     def configured(self) -> bool:
         """Whether the secret needed to verify this platform's webhooks is set (never reveals it)."""

@@ -120,10 +120,10 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
 
     # -- authentication ----------------------------------------------------------------------------
     def verify(self, request: WebhookRequest) -> None:
-        secret = self.webhook_secret()
         own: SevenRoomsSettings = self.platform_settings()
         if own.auth == "token":
             return self.query_token(request, TOKEN_PARAMETER)
+        secret = self.webhook_secret()
         signature = request.required_header(own.signature_header)
         if not _signature_matches(secret, request.body, signature, own.signature_encoding):
             raise unauthorized("SevenRooms signature does not match")
