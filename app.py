@@ -9,7 +9,7 @@ app = Chalice(app_name="fullwhere-bridge")
 # Every handler's lines share one log context, and its metrics are written once when it ends.
 app.register_middleware(around_every_invocation, "all")
 
-# Each handler imports its module when first called: the three functions (API, retry worker, OPERA pull)
+# Each handler imports its module when first called: the four functions (API, retry worker, OPERA pull, sweeps)
 # all load this file, and each pays only for its own code (docs/performance.md, "Cold start").
 
 
@@ -53,3 +53,12 @@ def oracle_pull(event):
     from chalicelib.handlers import scheduled_pulls
 
     return scheduled_pulls.handle(getattr(event.context, "get_remaining_time_in_millis", None))
+
+
+# Reconciliation sweeps: what each platform lists as changed since its cursor, for the guests whose webhook was
+# lost (docs/architecture.md, "Sweeps"). Each run sweeps the accounts whose SWEEP_MINUTES have passed.
+@app.schedule(Rate(1, unit=Rate.MINUTES), name="sweeps")
+def sweeps(event):
+    from chalicelib.handlers import sweeps as handler
+
+    return handler.handle(getattr(event.context, "get_remaining_time_in_millis", None))

@@ -8,21 +8,24 @@ signature, field matching, consent and identity: docs/platforms.md (Meta Lead Ad
 from __future__ import annotations
 
 import json
+import math
 import re
 import unicodedata
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, SweepWindow, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import answer_object, path_segment, present
-from chalicelib.core.errors import PermanentError, RetryableError, unauthorized
+from chalicelib.core.errors import Held, RetryableError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
 from chalicelib.domain.fullwhere.models import CustomerImport
 from chalicelib.infra.http import json_object, parse_retry_after, raise_for_status, send
-from chalicelib.infra.settings import SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret, sweep_accounts_setting, sweep_minutes_setting
 
 WHAT = "Meta Graph API"
 SIGNATURE_HEADER = "X-Hub-Signature-256"
@@ -32,8 +35,13 @@ LEADGEN = "leadgen"
 # webhook already carries the ad and form ids.
 LEAD_FIELDS = "id,created_time,form_id,field_data,custom_disclaimer_responses"
 # Graph error codes Meta's "Handling Errors" page calls temporary (downtime, throttling) [vendor docs],
-# plus the Page (32) and API (613) rate limits.
-TRANSIENT_GRAPH_CODES = frozenset({1, 2, 4, 17, 32, 341, 613})
+# plus the Page (32) and API (613) rate limits, and the Business Use Case rate limits a Page token is subject to
+# (80000-80014 on Meta's "Rate Limits" page: 80001 Pages, 80005 LeadGen).
+TRANSIENT_GRAPH_CODES = frozenset({1, 2, 4, 17, 32, 341, 613, *range(80000, 80015)})
+# Graph error codes of a Page access token that is missing, invalid, expired or revoked (same page: 102 API
+# session, 190 access token; 104 "an access token is required"), or that lacks a permission (10, 200-299),
+# which Graph answers as HTTP 400: the token's fault, not the lead's, so held until the token is replaced.
+CREDENTIAL_GRAPH_CODES = frozenset({10, 102, 104, 190, *range(200, 300)})
 
 # field_data keys, normalised by _key(), in order of preference for each standard key. Meta's own
 # standard key comes first; then English, French and Spanish spellings of custom questions.
@@ -59,6 +67,10 @@ JSON_SETTING_KEYS = {"field_aliases": tuple(ALIASES), "consent_checkboxes": ("em
 TEST_LEAD_PLACEHOLDER = re.compile(r"^\s*<\s*test lead\s*:\s*dummy data for\b[^>]*>\s*$", re.IGNORECASE)
 TEST_LEAD_EMAILS = frozenset({"test@fb.com", "test@meta.com"})
 TEST_LEAD = "test_lead"
+# Sweeps: a Page's lead forms, then each form's leads filtered on time_created (docs/platforms.md, Meta Lead Ads,
+# "Sweep"). Graph's page size for both lists, and how many pages one list may take before it is a loop.
+SWEEP_PAGE_SIZE = 100
+SWEEP_MAX_PAGES = 500
 
 
 class MetaSettings(SettingsModel):
@@ -86,6 +98,9 @@ class MetaSettings(SettingsModel):
         default=False, description="import the leads of Meta's Lead Ads Testing Tool (placeholder answers, "
         "`test@fb.com`, `test@meta.com`) for the default tenant, e.g. for a trial account; off, they are ignored "
         "(`test_lead`). With a tenants document, each tenant's `import_test_leads` applies instead")
+    sweep_minutes: int | None = sweep_minutes_setting("Meta Lead Ads")
+    sweep_accounts: str | None = sweep_accounts_setting("Meta Lead Ads", "Page ids (read with "
+                                                        "`META_PAGE_ACCESS_TOKEN`)")
 
     @field_validator("field_aliases", "consent_checkboxes", mode="before")
     @classmethod
@@ -201,9 +216,24 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
         if not token and context.tenant.owns_every_account:
             token = own.page_access_token
         if not token:
-            raise PermanentError("no Page access token for this page (META_PAGE_ACCESS_TOKEN, or the page's "
-                                 "page_access_token in the tenants document)")
+            raise Held("no Page access token for this page (META_PAGE_ACCESS_TOKEN, or the page's "
+                       "page_access_token in the tenants document)", "not_configured")
         return token
+
+    def check_credentials(self, account_id: str | None, context: Context) -> str | None:
+        # GET /me with a Page token answers that Page: the token works, and is the listed Page's.
+        own: MetaSettings = self.platform_settings()
+        token = self._page_token(Event(event_id="check", kind="check", account_id=account_id, data={}), context, own)
+        params = {"fields": "id,name"}
+        if own.app_secret:
+            params["appsecret_proof"] = hmac_sha256_hex(own.app_secret, token.encode())
+        response = send("GET", f"{own.graph_url}/me", context.deadline, what=WHAT, params=params,
+                        headers={"Authorization": f"Bearer {token}"})
+        _raise_for_graph_error(response)
+        page = str(answer_object(response, WHAT).get("id") or "")[:64]
+        if account_id and account_id != "*" and page != account_id:
+            raise Held(f"this Page access token is Page {page!r}'s, not {account_id!r}'s", "credentials_rejected")
+        return f"the Page access token reads Page {page}" + (" (with appsecret_proof)" if own.app_secret else "")
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
         own: MetaSettings = self.platform_settings()
@@ -244,6 +274,64 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
             metaId=f"lead:{lead_id}" if (email or phone) else None,
             metadata=present(metadata),
         )
+
+    # -- the sweep -----------------------------------------------------------------------------------
+    # Meta keeps unacknowledged leadgen webhooks for 36 hours; the sweep reads what it dropped, as long as the
+    # leads are retrievable (90 days [S]).
+    sweep_reach = timedelta(days=90)
+
+    def sweep(self, account_id: str, window: SweepWindow, context: Context) -> Iterator[Event] | None:
+        """The leads created on a Page's forms within ``window``, as the ``leadgen`` webhook names them (same event
+        id: the lead id), read with this Page's own token: ``GET /{page-id}/leadgen_forms``, then each form's
+        ``GET /{form-id}/leads`` filtered on ``time_created`` [S]."""
+        return self._sweep(account_id, window, context)
+
+    def _sweep(self, account_id: str, window: SweepWindow, context: Context) -> Iterator[Event]:
+        own: MetaSettings = self.platform_settings()
+        token = self._page_token(Event(event_id="sweep", kind="sweep", account_id=account_id, data={}), context, own)
+        page = path_segment(account_id, "Meta Page id")
+        forms = [form["id"] for form in self._graph_list(f"{page}/leadgen_forms", {"fields": "id"}, token, own, context)
+                 if isinstance(form.get("id"), (str, int)) and not isinstance(form.get("id"), bool)]
+        # Whole seconds, both ends widened (time_created has no finer grain); the exact window is applied
+        # again to each lead's created_time, as the filter's syntax is second-hand.
+        filtering = json.dumps([
+            {"field": "time_created", "operator": "GREATER_THAN", "value": math.floor(window.since.timestamp()) - 1},
+            {"field": "time_created", "operator": "LESS_THAN", "value": math.ceil(window.until.timestamp()) + 1},
+        ], separators=(",", ":"))
+        for form_id in dict.fromkeys(str(form) for form in forms):
+            path = f"{path_segment(form_id, 'Meta form id')}/leads"
+            for lead in self._graph_list(path, {"fields": "id,created_time", "filtering": filtering}, token, own,
+                                         context):
+                event = _swept_lead(lead, account_id, form_id, window)
+                if event is not None:
+                    yield event
+
+    def _graph_list(self, path: str, params: dict[str, str], token: str, own: MetaSettings,
+                    context: Context) -> Iterator[dict[str, Any]]:
+        """Every item of a Graph list, page by page (``paging.cursors.after`` while ``paging.next`` is given)."""
+        params = {**params, "limit": str(SWEEP_PAGE_SIZE)}
+        if own.app_secret:
+            params["appsecret_proof"] = hmac_sha256_hex(own.app_secret, token.encode())
+        seen: set[str] = set()
+        for _ in range(SWEEP_MAX_PAGES):
+            response = send("GET", f"{own.graph_url}/{path}", context.deadline, what=WHAT, params=params,
+                            headers={"Authorization": f"Bearer {token}"})
+            _raise_for_sweep_error(response)
+            body = answer_object(response, WHAT)
+            items = body.get("data")
+            if not isinstance(items, list):
+                raise RetryableError(f"{WHAT} answered a list without data")
+            yield from (item for item in items if isinstance(item, dict))
+            paging = body.get("paging") if isinstance(body.get("paging"), dict) else {}
+            cursors = paging.get("cursors") if isinstance(paging.get("cursors"), dict) else {}
+            after = cursors.get("after")
+            if not items or not paging.get("next") or not isinstance(after, str) or not after:
+                return
+            if after in seen:
+                raise RetryableError(f"{WHAT} gave the same paging cursor twice")
+            seen.add(after)
+            params = {**params, "after": after}
+        raise RetryableError(f"{WHAT} listed more than {SWEEP_MAX_PAGES} pages in one window")
 
 
 def _imports_test_leads(context: Context, own: MetaSettings) -> bool:
@@ -338,7 +426,70 @@ def _raise_for_graph_error(response) -> None:
     if isinstance(error, dict) and (error.get("is_transient") is True or error.get("code") in TRANSIENT_GRAPH_CODES):
         raise RetryableError(f"{WHAT} answered {response.status_code} with temporary error code {error.get('code')}",
                              parse_retry_after(response.headers.get("Retry-After")))
+    if isinstance(error, dict) and error.get("code") in CREDENTIAL_GRAPH_CODES:
+        raise Held(f"{WHAT} refused the Page access token (error code {error.get('code')})", "credentials_rejected")
     raise_for_status(response, WHAT)
+
+
+def _swept_lead(lead: dict[str, Any], page_id: str, form_id: str, window: SweepWindow) -> Event | None:
+    """The event the leadgen webhook gave ``lead`` (its data as the webhook's change value, so :meth:`fetch`
+    reads the lead as usual); None for a lead without an id, or created outside ``window``."""
+    lead_id = lead.get("id")
+    lead_id = str(lead_id) if isinstance(lead_id, (str, int)) and not isinstance(lead_id, bool) else ""
+    if not lead_id.strip():
+        return None
+    created = _graph_time(lead.get("created_time"))
+    # A lead without a readable time is kept: listed twice it costs nothing, missed it is lost.
+    if created is not None and not window.since <= created < window.until:
+        return None
+    return Event(event_id=lead_id, kind=LEADGEN, account_id=page_id,
+                 data={"leadgen_id": lead_id, "page_id": page_id, "form_id": form_id}, guest_key=f"lead:{lead_id}")
+
+
+def _graph_time(value: object) -> datetime | None:
+    """A Graph time (``2015-02-28T08:49:14+0000``, or Unix seconds), or None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str):
+        return None
+    for pattern in ("%Y-%m-%dT%H:%M:%S%z", "%Y-%m-%dT%H:%M:%S.%f%z"):
+        try:
+            return datetime.strptime(value.strip(), pattern).astimezone(timezone.utc)
+        except ValueError:
+            continue
+    return None
+
+
+def _raise_for_sweep_error(response) -> None:
+    """:func:`_raise_for_graph_error`, plus the wait a throttled Page token is given: Graph sends no Retry-After
+    but ``X-Business-Use-Case-Usage`` names ``estimated_time_to_regain_access`` in minutes (Meta's "Rate
+    Limits" page)."""
+    try:
+        _raise_for_graph_error(response)
+    except Held:
+        raise
+    except RetryableError as exc:
+        if exc.retry_after is None:
+            exc.retry_after = regain_seconds(response.headers.get("X-Business-Use-Case-Usage"))
+        raise
+
+
+def regain_seconds(header: str | None) -> float | None:
+    """The longest ``estimated_time_to_regain_access`` (minutes) of an ``X-Business-Use-Case-Usage`` header,
+    in seconds; None without one."""
+    try:
+        usage = json.loads(header) if header else None
+    except ValueError:
+        return None
+    minutes = [entry.get("estimated_time_to_regain_access")
+               for entries in (usage.values() if isinstance(usage, dict) else [])
+               for entry in (entries if isinstance(entries, list) else []) if isinstance(entry, dict)]
+    minutes = [value for value in minutes if isinstance(value, (int, float)) and not isinstance(value, bool)
+               and value > 0]
+    return max(minutes) * 60.0 if minutes else None
 
 
 def _forbidden(reason: str) -> tuple[int, str, str]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +20,10 @@ from pydantic import Field
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
 from chalicelib.connectors.shared import answer_object, path_segment, present
-from chalicelib.core.errors import PermanentError, unauthorized
+from chalicelib.core.errors import Held, PermanentError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.domain.tenants import lends_settings
 from chalicelib.infra.http import Deadline, send
 from chalicelib.infra.settings import SettingsModel, secret
 from chalicelib.infra.tokens import TokenCache, request_client_credentials
@@ -60,8 +62,8 @@ class OracleSettings(SettingsModel):
         "the external system whose business events are dequeued (OPERA Cloud → Interfaces → External Systems)"))
     hotel_ids: str | None = Field(default=None, description=(
         "comma-separated hotel codes polled for the default tenant (with a tenants document: its `oracle` "
-        "accounts, each with optional `gateway_url`, `client_id`, `client_secret`, `app_key`, `enterprise_id`, "
-        "`external_system_code` overriding the settings above)"))
+        "accounts, each with its own `client_id`, `client_secret`, `app_key`, never the settings above, and "
+        "optional `gateway_url`, `enterprise_id`, `external_system_code` overriding them)"))
     profile_events: str = Field(default="NEW PROFILE,UPDATE PROFILE", description=(
         "business event `actionType`s whose profile is fetched and imported; others are ignored"))
     pull_max_events: int = Field(default=200, ge=1, le=10000, description=(
@@ -78,6 +80,10 @@ class OracleSettings(SettingsModel):
         description="OTA relay email domains never imported (comma-separated)")
 
 
+# What a named tenant's hotel must give itself: the OHIP access proper.
+OWN_CREDENTIALS = ("client_id", "client_secret", "app_key")
+
+
 @dataclass(frozen=True)
 class OhipCredentials:
     """One hotel's OHIP access: per-hotel values from the tenants document, else the settings."""
@@ -89,13 +95,19 @@ class OhipCredentials:
     enterprise_id: str | None
     external_system_code: str | None
     scope: str
+    # A named tenant's hotel: its OHIP access comes from the tenants document only.
+    own_only: bool = False
 
     @classmethod
-    def resolve(cls, settings: OracleSettings, account: dict[str, str] | None) -> "OhipCredentials":
+    def resolve(cls, settings: OracleSettings, account: Mapping[str, str] | None) -> "OhipCredentials":
+        """``account``: the hotel's entry of the tenants document (``credentials_for``). A named tenant's hotel takes
+        its OHIP client and application key from it alone, never from the settings (the deployment's access,
+        which may open other chains' hotels); where its gateway and external system are may come from either."""
+        lent = account is None or lends_settings(account)
         account = account or {}
 
         def pick(key: str) -> str | None:
-            value = account.get(key) or getattr(settings, key)
+            value = account.get(key) or (getattr(settings, key) if lent or key not in OWN_CREDENTIALS else None)
             return value.strip() if isinstance(value, str) and value.strip() else None
 
         gateway = pick("gateway_url")
@@ -107,12 +119,14 @@ class OhipCredentials:
             enterprise_id=pick("enterprise_id"),
             external_system_code=pick("external_system_code"),
             scope=account.get("scope") or settings.scope,
+            own_only=not lent,
         )
 
     def missing(self, pulling: bool = False) -> list[str]:
         """Names of the settings still needed (never their values)."""
         needed = ["gateway_url", "client_id", "client_secret", "app_key"] + (["external_system_code"] if pulling else [])
-        return [OracleSettings.variable(name) for name in needed if not getattr(self, name)]
+        return [f"the hotel's {name} in the tenants document" if self.own_only and name in OWN_CREDENTIALS
+                else OracleSettings.variable(name) for name in needed if not getattr(self, name)]
 
 
 class OracleOperaConnector(Connector, platform="oracle", id_field="oracleId",
@@ -128,7 +142,7 @@ class OracleOperaConnector(Connector, platform="oracle", id_field="oracleId",
         credentials = OhipCredentials.resolve(self.platform_settings(), context.credentials(self.name, event.account_id))
         missing = credentials.missing()
         if missing:
-            raise PermanentError(f"OPERA Cloud is not configured for this hotel ({', '.join(missing)})")
+            raise Held(f"OPERA Cloud is not configured for this hotel ({', '.join(missing)})", "not_configured")
         profile = path_segment(event.data.get("profile_id"), "OPERA profile id")  # primaryKey of a business event
         url = f"{credentials.gateway_url}/crm/v1/profiles/{profile}"
         response = ohip_request("GET", url, credentials, event.data["hotel_id"], context.deadline, WHAT_PROFILE)
@@ -144,6 +158,17 @@ class OracleOperaConnector(Connector, platform="oracle", id_field="oracleId",
         if _lower(anonymization.get("anonymizationStatus")) in {"requested", "anonymized"}:
             return None  # the guest asked to be forgotten: never copy them into a CRM
         return {"profileDetails": details, "profileIdList": id_list}
+
+    def check_credentials(self, account_id: str | None, context: Context) -> str | None:
+        # A token only: the business events call is a destructive dequeue, never made to check anything.
+        credentials = OhipCredentials.resolve(self.platform_settings(), context.credentials(self.name, account_id))
+        missing = credentials.missing(pulling=True)
+        if missing:
+            raise Held(f"OPERA Cloud is not configured for this hotel ({', '.join(missing)})", "not_configured")
+        request_client_credentials(
+            f"{credentials.gateway_url}/oauth/v1/tokens", context.deadline, what=WHAT_TOKEN,
+            form={"grant_type": "client_credentials", "scope": credentials.scope}, headers=_token_headers(credentials))
+        return "the OHIP client and application key got a token"
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
         settings: OracleSettings = self.platform_settings()

@@ -12,26 +12,34 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import datetime, timedelta, timezone
 from typing import Any
 
 from pydantic import Field, field_validator
 
-from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, WebhookRequest
+from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, SweepWindow, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.connectors.shared import answer_object, path_segment, present
-from chalicelib.core.errors import PermanentError, RetryableError, malformed, unauthorized
+from chalicelib.core.errors import Held, RejectedRequest, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.domain.tenants import Tenant
 from chalicelib.infra.http import Deadline, send
-from chalicelib.infra.settings import SettingsModel, secret
+from chalicelib.infra.settings import SettingsModel, secret, sweep_accounts_setting, sweep_minutes_setting
 from chalicelib.infra.tokens import TokenCache
 
 WHAT = "SevenRooms API"
 TOKEN_PARAMETER = "token"
 IMPORTED_EVENTS = ("created", "updated")
 TOKEN_LIFETIME_SECONDS = 24 * 3600  # "expires after 24 hours" [V]
+EXPORT_PAGE_LIMIT = 400  # the page size public clients ask the reservations export for [S]
+EXPORT_MAX_PAGES = 250  # 100,000 reservations in one window: past that the API is looping, not paging
+SWEEP_FILTERS = ("venue_id", "venue_group_id")  # what an account is listed by (its entry's `sweep_by`)
+# A reservation listed with its `updated` this close to its `created` has not changed since SevenRooms sent
+# `created` for it (the documented example differs by a millisecond).
+CREATED_MARGIN = timedelta(seconds=1)
 
 # Every key of either entity (and of the fetched client) the mapping may read; documented aliases of
 # the client's partly proven keys included. Nothing else of the entity (notes, tickets, custom fields)
@@ -64,8 +72,9 @@ class SevenRoomsSettings(SettingsModel):
         "`?token=<SEVENROOMS_WEBHOOK_SECRET>` in the URL you register; `hmac` = HMAC-SHA256 of the raw body keyed "
         "with `SEVENROOMS_WEBHOOK_SECRET`, in `SEVENROOMS_SIGNATURE_HEADER`")
     webhook_secret: str | None = secret(
-        "a long random secret you choose: the URL token (`token` mode) or the HMAC key (`hmac` mode). Unset, every "
-        "SevenRooms webhook gets 401. Make a new one when you switch mode")
+        "a long random secret you choose: the URL token (`token` mode) or the HMAC key (`hmac` mode), the default "
+        "tenant's (a tenants document gives each tenant its own `webhook_secret`). Unset, every SevenRooms webhook "
+        "answers 503. Make a new one when you switch mode")
     signature_header: str = Field(
         default="X-SevenRooms-Signature",
         description="`hmac` mode only: the header carrying the signature (our guess until SevenRooms documents "
@@ -76,8 +85,8 @@ class SevenRoomsSettings(SettingsModel):
         "our guess until SevenRooms documents its scheme")
     client_id: str | None = Field(
         default=None,
-        description="SevenRooms API client id (venue group), for the default tenant; a tenant's account entry may "
-        "carry its own `client_id`/`client_secret`. With API credentials, each guest's client record is fetched "
+        description="SevenRooms API client id (venue group), for the default tenant only; a tenant's account entry "
+        "carries its own `client_id`/`client_secret`. With API credentials, each guest's client record is fetched "
         "(language, salutation, marketing consent) and a failed fetch is retried; without them, only the "
         "webhook's fields are imported")
     client_secret: str | None = secret("SevenRooms API client secret, with `SEVENROOMS_CLIENT_ID`")
@@ -97,7 +106,19 @@ class SevenRoomsSettings(SettingsModel):
         "marketing consent; then it fills `smsOptin` (by default it reads as consent to reservation reminders "
         "and is only kept in metadata)")
 
-    @field_validator("auth", "signature_encoding")
+    reservations_export_path: str = Field(
+        default="/reservations/export", pattern=r"^(/[A-Za-z0-9_./-]*|(?i:none))$",
+        description="the reservations export the sweep lists by `updated_since`, appended to `SEVENROOMS_API_URL` "
+        "(second-hand: SevenRooms' API documentation is gated); `none`: SevenRooms is not swept")
+    sweep_minutes: int | None = sweep_minutes_setting("SevenRooms")
+    sweep_accounts: str | None = sweep_accounts_setting("SevenRooms", "venue ids (or venue group ids, with "
+                                                        "`SEVENROOMS_SWEEP_BY=venue_group_id`)")
+    sweep_by: str = Field(
+        default="venue_id", pattern=r"^(?i:venue_id|venue_group_id)$",
+        description="what the default tenant's `SEVENROOMS_SWEEP_ACCOUNTS` are: `venue_id` or `venue_group_id` (the "
+        "export's filter); a tenant's account entry says it with its own `sweep_by`")
+
+    @field_validator("auth", "signature_encoding", "sweep_by")
     @classmethod
     def _lower_case(cls, value: str) -> str:
         return value.lower()
@@ -119,11 +140,12 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
                           settings=SevenRoomsSettings, secret="webhook_secret"):
 
     # -- authentication ----------------------------------------------------------------------------
-    def verify(self, request: WebhookRequest) -> None:
+    def verify(self, request: WebhookRequest, tenant: Tenant | None = None) -> None:
+        # Each venue group's webhooks are set up with their own secret: a named tenant's is its webhook_secret.
         own: SevenRoomsSettings = self.platform_settings()
         if own.auth == "token":
-            return self.query_token(request, TOKEN_PARAMETER)
-        secret = self.webhook_secret()
+            return self.query_token(request, TOKEN_PARAMETER, tenant)
+        secret = self.webhook_secret(tenant)
         signature = request.required_header(own.signature_header)
         if not _signature_matches(secret, request.body, signature, own.signature_encoding):
             raise unauthorized("SevenRooms signature does not match")
@@ -137,8 +159,7 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
             items = [(f"SevenRooms webhook item {index}", item) for index, item in enumerate(document)]
         else:
             raise malformed("SevenRooms webhook: body must be an object or an array of objects")
-        events: list[Event] = []
-        ignored: list[str] = []
+        parsed = ParsedWebhook(events=[])
         for what, item in items:
             envelope = validate(Envelope, item, what)
             event_type = envelope.event_type.strip().lower()
@@ -148,10 +169,11 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
             if kind is None or deleted or event_type not in IMPORTED_EVENTS:
                 # Other entity types, deletions and unknown event types: acknowledged, counted.
                 entity_label = kind or clean_text(envelope.entity_type, 40) or "?"
-                ignored.append(f"{entity_label}.{'deleted' if deleted else event_type[:40]}")
+                parsed.ignored.append(f"{entity_label}.{'deleted' if deleted else event_type[:40]}")
+                parsed.ignored_accounts.add(_account(envelope.entity))
                 continue
-            events.append(_event(kind, event_type, envelope.entity, what))
-        return ParsedWebhook(events=events, ignored=ignored)
+            parsed.events.append(_event(kind, event_type, envelope.entity, what))
+        return parsed
 
     # -- the client fetch --------------------------------------------------------------------------
     def fetch(self, event: Event, context: Context) -> dict[str, Any] | None:
@@ -167,19 +189,90 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
 
     def _api_credentials(self, context: Context, account_id: str | None,
                          own: SevenRoomsSettings) -> tuple[str, str] | None:
-        """The account's own ``client_id``/``client_secret`` from the tenants document, else the settings'."""
+        """The account's own ``client_id``/``client_secret`` from the tenants document; for the default tenant,
+        else the settings'. A named tenant never uses the settings': when the deployment fetches client records
+        (they are set) and its account has none, the event is held until they are added."""
         account = context.credentials(self.name, account_id)
         if account.get("client_id") or account.get("client_secret"):
             client_id, client_secret = account.get("client_id"), account.get("client_secret")
             where = "this account's entry in the tenants document"
+        elif not context.tenant.owns_every_account:
+            if own.client_id or own.client_secret:
+                raise Held("this SevenRooms account has no client_id/client_secret in the tenants document (a "
+                           "tenant's guests are never fetched with SEVENROOMS_CLIENT_ID)", "not_configured")
+            return None  # the deployment fetches no client records: the webhook's fields are all there is
         else:
             client_id, client_secret = own.client_id, own.client_secret
             where = "SEVENROOMS_CLIENT_ID / SEVENROOMS_CLIENT_SECRET"
         if not client_id and not client_secret:
             return None
         if not client_id or not client_secret:
-            raise PermanentError(f"SevenRooms API client_id or client_secret missing ({where})")
+            raise Held(f"SevenRooms API client_id or client_secret missing ({where})", "not_configured")
         return client_id, client_secret
+
+    def check_credentials(self, account_id: str | None, context: Context) -> str | None:
+        own: SevenRoomsSettings = self.platform_settings()
+        credentials = self._api_credentials(context, account_id, own)
+        if credentials is None:
+            raise Held("no SevenRooms API client (optional: without one, the webhook's own fields are imported)",
+                       "not_configured")
+        _request_token(own.api_url, credentials, context.deadline)
+        return "the API client got a token"
+
+    # -- the sweep ---------------------------------------------------------------------------------
+    def sweep_accounts(self, tenant: Tenant) -> list[str]:
+        # An account whose entry says `"sweep_by": "none"` (a venue group whose venues are swept one by one) is
+        # left out; every other one is swept, or skipped with the reason when it has no API client.
+        own: SevenRoomsSettings = self.platform_settings()
+        if own.reservations_export_path.lower() == "none":
+            return []
+        accounts = super().sweep_accounts(tenant)
+        if tenant.owns_every_account:
+            return accounts
+        return [account for account in accounts
+                if (tenant.credentials(self.name, account).get("sweep_by") or "").lower() != "none"]
+
+    def sweep(self, account_id: str, window: SweepWindow, context: Context) -> Iterator[Event] | None:
+        """The reservations updated on a venue (or a venue group) in ``window``, from the reservations export
+        [S], as the reservation webhook would have sent them; only with this tenant's own API client."""
+        own: SevenRoomsSettings = self.platform_settings()
+        if own.reservations_export_path.lower() == "none":
+            return None
+        return self._sweep(own, account_id, window, context)
+
+    def _sweep(self, own: SevenRoomsSettings, account_id: str, window: SweepWindow,
+               context: Context) -> Iterator[Event]:
+        credentials = self._api_credentials(context, account_id, own)
+        if credentials is None:
+            raise Held("this SevenRooms account has no API client_id/client_secret: its reservations cannot be "
+                       "listed (the webhook's are still imported)", "not_configured")
+        entry = context.credentials(self.name, account_id)
+        sweep_by = (entry.get("sweep_by") if not context.tenant.owns_every_account else None) or own.sweep_by
+        if sweep_by.lower() not in SWEEP_FILTERS:
+            raise Held(f"this SevenRooms account's sweep_by {sweep_by[:20]!r} is none of venue_id, venue_group_id",
+                       "not_configured")
+        url = f"{own.api_url}{own.reservations_export_path}"
+        params = {sweep_by.lower(): account_id, "updated_since": _naive_utc(window.since),
+                  "limit": str(EXPORT_PAGE_LIMIT)}
+        seen: set[str] = set()
+        for page in range(EXPORT_MAX_PAGES):
+            data = _export_page(own.api_url, credentials, url, params, context.deadline)
+            # No `results` is an empty export, as public clients read it [S].
+            results = data.get("results", [])
+            if not isinstance(results, list):
+                raise RetryableError(f"{WHAT} reservations export answered results that are not a list")
+            for index, reservation in enumerate(results):
+                event = _swept_reservation(reservation, window, f"SevenRooms export page {page} item {index}")
+                if event is not None:
+                    yield event
+            cursor = data.get("cursor")
+            if not results or not isinstance(cursor, str) or not cursor:
+                return
+            if cursor in seen:
+                raise RetryableError(f"{WHAT} reservations export gave the same cursor twice")
+            seen.add(cursor)
+            params = {**params, "cursor": cursor}
+        raise RetryableError(f"{WHAT} reservations export had more than {EXPORT_MAX_PAGES} pages in one window")
 
     # -- mapping -----------------------------------------------------------------------------------
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
@@ -240,11 +333,60 @@ def _event(kind: str, event_type: str, raw_entity: dict[str, Any], what: str) ->
     return Event(
         event_id=f"{kind}/{key}/{event_type}/{_text(entity.get('updated')) or ''}",
         kind=f"{kind}.{event_type}",
-        # Tenant routing: the venue; a client belongs to a venue group and may have no venue.
-        account_id=_text(entity.get("venue_id")) or _text(entity.get("venue_group_id")),
+        account_id=_account(entity),
         data={"entity_type": kind, "entity": entity, "client_id": client_id},
         guest_key=f"{kind}:{key}",
     )
+
+
+def _swept_reservation(reservation: Any, window: SweepWindow, what: str) -> Event | None:
+    """The event the webhook sent for ``reservation`` (same id: ``created`` while it is unchanged since its creation,
+    else ``updated``, with its ``updated`` time); None for a deleted one, or one updated outside ``window``."""
+    if not isinstance(reservation, dict) or reservation.get("deleted"):
+        return None
+    updated, created = _instant(reservation.get("updated")), _instant(reservation.get("created"))
+    # Outside the window: the API's filter is second-hand, so it is applied again. A reservation with no readable
+    # time is kept (listing it twice costs no Fullwhere call; missing it would lose a guest).
+    if updated is not None and not window.since <= updated < window.until:
+        return None
+    unchanged = updated is not None and created is not None and abs(updated - created) <= CREATED_MARGIN
+    try:
+        return _event("reservation", "created" if unchanged else "updated", reservation, what)
+    except RejectedRequest:
+        return None  # neither id nor client_id: the webhook would have been refused too
+
+
+def _naive_utc(moment: datetime) -> str:
+    """``moment`` as SevenRooms writes its own times: ISO 8601 without a zone, read as UTC [I]."""
+    return moment.astimezone(timezone.utc).replace(tzinfo=None, microsecond=0).isoformat()
+
+
+def _instant(value: object) -> datetime | None:
+    """A SevenRooms timestamp (ISO 8601; UTC when it has no zone [I]), or None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace(" ", "T", 1).replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)
+
+
+def _export_page(api_url: str, credentials: tuple[str, str], url: str, params: dict[str, str],
+                 deadline: Deadline) -> dict[str, Any]:
+    """One page of the reservations export: ``{"data": {"results": [...], "cursor": ...}}`` [S]."""
+    response = _tokens.authorised(
+        (api_url, credentials[0]),
+        lambda: _request_token(api_url, credentials, deadline),
+        lambda token: send("GET", url, deadline, what=WHAT, headers={"Authorization": token}, params=params),
+        refused=f"{WHAT} refused a fresh token (401): check the SevenRooms API credentials",
+    )
+    return answer_object(response, WHAT, "data")
+
+
+def _account(entity: dict[str, Any]) -> str | None:
+    """Tenant routing: the venue; a client belongs to a venue group and may have no venue."""
+    return _text(entity.get("venue_id")) or _text(entity.get("venue_group_id"))
 
 
 def _entity_kind(entity_type: str) -> str | None:

@@ -1,7 +1,9 @@
-"""Helpers several connectors share: reading a platform API's answer, and cleaning mapped metadata."""
+"""Helpers several connectors share: reading a platform API's answer, reading a listed item's time, and cleaning
+mapped metadata."""
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
 
@@ -42,3 +44,20 @@ def path_segment(value: Any, what: str) -> str:
     if text.strip(".") == "" or any(char in "/\\" or ord(char) < 32 or ord(char) == 127 for char in text):
         raise PermanentError(f"{what} is not a usable id for the API's URL")
     return quote(text, safe="")
+
+
+def instant(value: object) -> datetime | None:
+    """An ISO 8601 time (UTC when it has no zone) or a number of Unix seconds or milliseconds, as a UTC datetime;
+    else None."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, timezone.utc)
+        except (OverflowError, OSError, ValueError):
+            return None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment.astimezone(timezone.utc)

@@ -8,7 +8,6 @@ rotation and why nothing is imported: docs/platforms.md (Oracle Simphony).
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 import hmac
 import json
@@ -21,6 +20,7 @@ from chalicelib.connectors.payload import PayloadModel, load_json, validate
 from chalicelib.core.errors import SettingsError, unauthorized
 from chalicelib.core.signatures import equal
 from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.domain.tenants import Tenant, base64_key
 from chalicelib.infra.settings import SettingsModel, secret
 
 
@@ -30,16 +30,23 @@ class SimphonySettings(SettingsModel):
     # Parsed when a notification arrives (hmac_keys below), not at load: a malformed value makes this
     # webhook answer 503 without breaking /health or the other platforms.
     hmac_keys: str | None = secret('Simphony notification keys as JSON `{"<keyId>": "<base64 hmacKey>"}`, the '
-                                   "pairs you registered (several during a key rotation)")
+                                   "pairs you registered (several during a key rotation); the default tenant's: a "
+                                   "tenants document gives each tenant its own `hmac_keys`")
 
 
 class MessageType(PayloadModel):
     id: str = Field(min_length=1)
 
 
+class Resource(PayloadModel):
+    orgShortName: str | None = None
+
+
 class Message(PayloadModel):
     id: str | None = None
     messageType: MessageType
+    # The organisation that registered the key (tenant routing); not every message type is known to carry it.
+    resource: Resource | None = None
 
 
 class Notification(PayloadModel):
@@ -49,8 +56,12 @@ class Notification(PayloadModel):
 class OracleSimphonyConnector(Connector, platform="simphony", id_field="oracleId",
                               settings=SimphonySettings, secret="hmac_keys"):
 
-    def verify(self, request: WebhookRequest) -> None:
-        keys = hmac_keys(self.webhook_secret())
+    def verify(self, request: WebhookRequest, tenant: Tenant | None = None) -> None:
+        # Each organisation registers its own keys: a named tenant's are its hmac_keys in the tenants document.
+        if tenant is not None and not tenant.owns_every_account:
+            keys = decoded_keys(tenant.own_hmac_keys(self.name), f"tenant {tenant.id!r}'s simphony hmac_keys")
+        else:
+            keys = hmac_keys(self.webhook_secret())
         key_id = (request.header("key-id") or "").strip()
         digest = (request.header("digest") or "").strip()
         if not key_id:
@@ -66,7 +77,9 @@ class OracleSimphonyConnector(Connector, platform="simphony", id_field="oracleId
     def parse(self, request: WebhookRequest) -> ParsedWebhook:
         notification = validate(Notification, load_json(request.body), "Simphony notification")
         # Notifications identify checks, configuration or employees, never a guest: nothing to import.
-        return ParsedWebhook(events=[], ignored=[message.messageType.id[:80] for message in notification.messages])
+        return ParsedWebhook(events=[], ignored=[message.messageType.id[:80] for message in notification.messages],
+                             ignored_accounts={message.resource.orgShortName if message.resource else None
+                                               for message in notification.messages})
 
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:
         raise NotImplementedError("Simphony notifications carry no guest: nothing is mapped")
@@ -80,15 +93,17 @@ def hmac_keys(setting: str) -> dict[str, bytes]:
         raise SettingsError("SIMPHONY_HMAC_KEYS is not valid JSON") from None
     if not isinstance(document, dict) or not document:
         raise SettingsError("SIMPHONY_HMAC_KEYS must be a JSON object {\"<keyId>\": \"<base64 hmacKey>\"}")
+    return decoded_keys(document, "SIMPHONY_HMAC_KEYS")
+
+
+def decoded_keys(document: dict[str, Any], what: str) -> dict[str, bytes]:
+    """Key-Id → raw key bytes; a key that is not Base64 is a SettingsError naming ``what`` and the Key-Id."""
     keys: dict[str, bytes] = {}
     for key_id, encoded in document.items():
-        try:
-            key = base64.b64decode(encoded, validate=True) if isinstance(encoded, str) else b""
-        except (binascii.Error, ValueError):
-            key = b""
+        key = base64_key(encoded)
         if not key:
             # The key id is not secret (it travels in every request's Key-Id header).
-            raise SettingsError(f"SIMPHONY_HMAC_KEYS: the key of Key-Id {key_id[:64]!r} is not Base64")
+            raise SettingsError(f"{what}: the key of Key-Id {key_id[:64]!r} is not Base64")
         keys[key_id] = key
     return keys
 

@@ -23,6 +23,7 @@ from chalicelib.core.errors import SettingsError, describe_validation_error, una
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.core.signatures import hex_signature_matches
 from chalicelib.domain.fullwhere.models import CustomerImport
+from chalicelib.domain.tenants import Tenant
 from chalicelib.infra.settings import SettingsModel, secret
 
 SIGNATURE_HEADER = "x-zelty-hmac-sha256"
@@ -43,7 +44,8 @@ class ZeltySettings(SettingsModel):
         "correction goes")
     webhook_secret: str | None = secret(
         "the `secret_key` you chose and registered with Zelty's `POST /webhooks` (version `v2`); it keys the "
-        "`x-zelty-hmac-sha256` signature. Unsigned (`v1`) webhooks are refused")
+        "`x-zelty-hmac-sha256` signature. The default tenant's: a tenants document gives each tenant its own "
+        "`webhook_secret`. Unsigned (`v1`) webhooks are refused")
 
 
 SETTING = ZeltySettings.variable("customer_paths")
@@ -272,14 +274,15 @@ class Envelope(PayloadModel):
 
 class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=ZeltySettings, secret="webhook_secret"):
 
-    def verify(self, request: WebhookRequest) -> None:
-        secret = self.webhook_secret()
+    def verify(self, request: WebhookRequest, tenant: Tenant | None = None) -> None:
+        # Each brand registers the webhook with its own secret_key: a named tenant's is its webhook_secret.
+        secret = self.webhook_secret(tenant)
         signature = request.header(SIGNATURE_HEADER)
         if not signature:
             # v1 webhooks are sent unsigned: accepting them would let anyone write customers into the CRM.
             raise unauthorized(
-                "missing x-zelty-hmac-sha256: Zelty signs only v2 webhooks; "
-                "register this URL with version v2 and the secret_key set as ZELTY_WEBHOOK_SECRET"
+                "missing x-zelty-hmac-sha256: Zelty signs only v2 webhooks; register this URL with version v2 and "
+                "the secret_key set as ZELTY_WEBHOOK_SECRET (or the tenant's webhook_secret)"
             )
         if not hex_signature_matches(secret, request.body, signature):
             raise unauthorized("Zelty signature does not match")
@@ -289,8 +292,9 @@ class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=Z
         envelope = validate(Envelope, document, "Zelty webhook")
         paths = customer_paths(self.platform_settings().customer_paths)
         locations = paths.locate(envelope.event_name)
+        account = envelope.restaurant_id or envelope.brand_id
         if locations is None:
-            return ParsedWebhook(events=[], ignored=[envelope.event_name])
+            return ParsedWebhook(events=[], ignored=[envelope.event_name], ignored_accounts={account})
         customer = next(
             (found for path in locations if isinstance(found := resolve(document, path), dict) and found), None
         )
@@ -305,7 +309,8 @@ class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=Z
             # own keys never override or mix with a customer object that is there.
             fields, metadata = _flat_fields(document, paths, envelope.event_name), {}
             if not fields:
-                return ParsedWebhook(events=[], ignored=[f"{envelope.event_name}:no-customer"])
+                return ParsedWebhook(events=[], ignored=[f"{envelope.event_name}:no-customer"],
+                                     ignored_accounts={account})
 
         relay_channel = None
         if paths.relay is not None:
@@ -320,7 +325,7 @@ class ZeltyConnector(Connector, platform="zelty", id_field="zeltyId", settings=Z
         event = Event(
             event_id=envelope.event_id,
             kind=envelope.event_name,
-            account_id=envelope.restaurant_id or envelope.brand_id,
+            account_id=account,
             # Only what the mapping needs travels (and waits in the retry queue), not the whole order.
             data={
                 "customer": fields,

@@ -1,7 +1,8 @@
 """The few exception types the bridge uses to decide what happens to an event.
 
 A failure's kind alone decides the event's fate: :class:`RetryableError` can heal (retry queue),
-:class:`PermanentError` never will (dead-letter queue). :class:`RejectedRequest` refuses a webhook before any
+:class:`Held` is the operator's to fix (retry queue, alarmed), :class:`PermanentError` never will (dead-letter
+queue). :class:`RejectedRequest` refuses a webhook before any
 event was accepted. The kinds in full: docs/architecture.md, "Error kinds".
 """
 
@@ -31,6 +32,18 @@ class OutcomeUnknown(RetryableError):
     before the answer, or a 5xx other than 503. The callee may have applied it. Repeating it is harmless
     where the callee deduplicates, and a duplicate where it cannot (a Fullwhere customer without email
     or phone): the pipeline checks Fullwhere before importing such a guest again."""
+
+
+class Held(RetryableError):
+    """Not the event's fault: the bridge's own configuration or credentials (``cause``: ``credentials_rejected``,
+    ``not_configured`` or ``unrouted``). Held on the retry queue for the whole retry horizon, counted and alarmed
+    as ``held``, so that fixing the configuration is the only step (docs/reliability.md, "Holding")."""
+
+    CAUSES = ("credentials_rejected", "not_configured", "unrouted")
+
+    def __init__(self, reason: str, cause: str, retry_after: float | None = None):
+        super().__init__(reason, retry_after)
+        self.cause = cause
 
 
 class BudgetExhausted(RetryableError):

@@ -139,18 +139,30 @@ def parse_message(body: str) -> RetryJob | list[RetryJob]:
     """
     document = json.loads(body)
     if isinstance(document, dict) and "kind" in document and "reason" in document:
-        letter = DeadLetter.model_validate(document)
-        if letter.bundle is not None:
-            return _bundled_jobs(letter.bundle)
-        if letter.job is not None:
-            return _unpacked(letter.job)
-        if letter.raw_packed is not None:
-            return parse_message(_unpack_text(letter.raw_packed))
-        if letter.raw is not None:
-            return parse_message(letter.raw)
+        return _redriven(_letter_jobs(DeadLetter.model_validate(document)))
     if isinstance(document, dict) and "bundle" in document:
         return _bundled_jobs(JobBundle.model_validate(document).bundle)
     return _unpacked(RetryJob.model_validate(document))
+
+
+def _letter_jobs(letter: DeadLetter) -> RetryJob | list[RetryJob]:
+    if letter.bundle is not None:
+        return _bundled_jobs(letter.bundle)
+    if letter.job is not None:
+        return _unpacked(letter.job)
+    if letter.raw_packed is not None:
+        return parse_message(_unpack_text(letter.raw_packed))
+    if letter.raw is not None:
+        return parse_message(letter.raw)
+    raise ValueError("a dead letter without a job")
+
+
+def _redriven(jobs: RetryJob | list[RetryJob]) -> RetryJob | list[RetryJob]:
+    # A redriven job starts a new retry horizon: its cause was fixed now, not when it was first seen.
+    now = time.time()
+    if isinstance(jobs, list):
+        return [job.model_copy(update={"first_seen": now}) for job in jobs]
+    return jobs.model_copy(update={"first_seen": now})
 
 
 def parse_job(body: str) -> RetryJob:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -20,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from chalicelib.core.errors import SettingsError, describe_validation_error
 from chalicelib.core.signatures import standard_webhooks_secret
 from chalicelib.domain.fullwhere.models import PLATFORM_ID_FIELDS
-from chalicelib.infra.settings import SettingsModel, settings_of
+from chalicelib.infra.settings import Refreshed, SettingsModel, settings_of
 
 PRESETS_DIR = Path(__file__).parent.parent / "connectors" / "presets"
 NAME_PATTERN = r"^[a-z][a-z0-9_-]{1,39}$"
@@ -146,6 +145,18 @@ class NoAuth(_Strict):
 Auth = HmacAuth | TokenAuth | StandardWebhooksAuth | NoAuth
 
 
+def _checked_url(value: str, slot: str) -> str:
+    """A fetch's or sweep's url template: http(s) or a ${NAME}, with ``slot`` ({id}, {account}) only after the host."""
+    authority = re.match(r"^(https?://[^/?#]*|\$\{[A-Z][A-Z0-9_]*\})", value)
+    if not authority:
+        raise ValueError("url must start with http(s):// or a ${NAME} placeholder")
+    # The value must not extend the host ("${BASE}{id}" with an id ".evil.example"): a / or ? must come first.
+    before = value[:value.find(slot)] if slot in value else ""
+    if slot in value and not re.search(r"[/?]", before[authority.end():]):
+        raise ValueError(f"{slot} may only be placed in the url's path or query, never in its host")
+    return value
+
+
 class Fetch(_Strict):
     """A follow-up call for pushes that carry only an id."""
 
@@ -168,18 +179,53 @@ class Fetch(_Strict):
     @field_validator("url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        authority = re.match(r"^(https?://[^/?#]*|\$\{[A-Z][A-Z0-9_]*\})", value)
-        if not authority:
-            raise ValueError("url must start with http(s):// or a ${NAME} placeholder")
-        # The id must not extend the host ("${BASE}{id}" with an id ".evil.example"): a / or ? must come first.
-        before_id = value[:value.find("{id}")] if "{id}" in value else ""
-        if "{id}" in value and not re.search(r"[/?]", before_id[authority.end():]):
-            raise ValueError("{id} may only be placed in the url's path or query, never in its host")
-        return value
+        return _checked_url(value, "{id}")
 
     def variables(self) -> set[str]:
         """The environment variables its templates name."""
         return set(placeholders([self.url, self.headers, self.body]))
+
+
+_PARAMETER = r"^[A-Za-z0-9_.\[\]-]{1,64}$"
+
+
+class Sweep(_Strict):
+    """A list call that recovers what the webhook did not deliver (docs/platforms.md, "Declarative sources",
+    "Sweep"): ``GET url`` with the window's start (and end) in query parameters, page after page."""
+
+    # Template: ${NAME} is read like a fetch's (a named tenant's account entry, never the environment; the
+    # environment for the default tenant), {account} is the swept account id (one quoted path segment before
+    # the ?, a quoted value after). Both are filled in one pass: nothing inserted is read as a template again.
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+    since_parameter: str = Field(pattern=_PARAMETER)  # the query parameter carrying the window's start
+    until_parameter: str | None = Field(default=None, pattern=_PARAMETER)  # and its end, when the API takes one
+    # How the times are written: ISO 8601 UTC (2026-12-01T10:15:00Z), Unix seconds or milliseconds, or a day
+    # (YYYY-MM-DD: whole days are listed again, so declare item_time to keep only the window's).
+    time_format: Literal["iso8601", "unix", "unix_ms", "date"] = "iso8601"
+    items: str = "@"  # JMESPath in the answer: the list of listed items (absent: none)
+    event: str = "@"  # JMESPath on one item: the event as the webhook carries it (so parse/fetch/map read it)
+    item_time: str | None = None  # JMESPath on one item: its update time, to keep only the window's items
+    next_page: str | None = None  # JMESPath in the answer: the next page's cursor (absent, null or "": last page)
+    next_page_parameter: str = Field(default="cursor", pattern=_PARAMETER)  # where the cursor is sent back
+    next_page_keeps_filters: bool = True  # false: a next page is asked with the cursor alone (Deliveroo-style)
+    accounts: list[str] = Field(default_factory=list)  # the default tenant's accounts to sweep
+    minutes: int | None = Field(default=None, ge=0, le=1440)  # instead of SWEEP_MINUTES (0: not swept)
+    max_interval_hours: float | None = Field(default=None, gt=0)  # the longest window the API takes in one call
+
+    @field_validator("items", "event", "item_time", "next_page")
+    @classmethod
+    def _expression(cls, value: str | None) -> str | None:
+        return None if value is None else _compile(value)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _checked_url(value, "{account}")
+
+    def variables(self) -> set[str]:
+        """The environment variables its templates name."""
+        return set(placeholders([self.url, self.headers]))
 
 
 class Mapping(_Strict):
@@ -234,6 +280,7 @@ class Source(_Strict):
     event_id: str | None = None
     account_id: str | None = None
     fetch: Fetch | None = None
+    sweep: Sweep | None = None
     mapping: Mapping
     ack: Ack = Field(default_factory=Ack)
 
@@ -260,12 +307,16 @@ class Source(_Strict):
 
     @model_validator(mode="after")
     def _fetch_reads_only_its_own_variables(self):
-        if self.fetch is not None:
-            reserved = sorted(name for name in self.fetch.variables() if reserved_variable(name))
+        for call, spec in (("fetch", self.fetch), ("sweep", self.sweep)):
+            reserved = sorted(name for name in spec.variables() if reserved_variable(name)) if spec else []
             if reserved:
-                raise ValueError(f"source {self.name!r}: its fetch names {', '.join(reserved)}; a source may not read "
+                raise ValueError(f"source {self.name!r}: its {call} names {', '.join(reserved)}; a source may not read "
                                  "AWS_*, FULLWHERE_* or a built-in platform's variables")
         return self
+
+    def sent_variables(self) -> set[str]:
+        """The variables its API calls (fetch and sweep) send."""
+        return (self.fetch.variables() if self.fetch else set()) | (self.sweep.variables() if self.sweep else set())
 
 
 class SourcesDocument(_Strict):
@@ -285,10 +336,10 @@ class SourcesDocument(_Strict):
         # A webhook secret only checks what arrives: no fetch may send it to an API (its own source's included).
         inbound = {source.auth.secret_env for source in self.sources if getattr(source.auth, "secret_env", None)}
         for source in self.sources:
-            sent = sorted(inbound & source.fetch.variables()) if source.fetch else []
+            sent = sorted(inbound & source.sent_variables())
             if sent:
-                raise ValueError(f"source {source.name!r}: its fetch names {', '.join(sent)}, which holds a webhook "
-                                 "secret; webhook secrets are never sent")
+                raise ValueError(f"source {source.name!r}: its fetch or sweep names {', '.join(sent)}, which holds a "
+                                 "webhook secret; webhook secrets are never sent")
         return self
 
 
@@ -348,6 +399,8 @@ def load_sources(settings: SourcesSettings) -> list[Source]:
             text = path.read_text(encoding="utf-8")
         except OSError as exc:
             raise SettingsError(f"cannot read SOURCES_FILE {path}: {exc.strerror}") from None
+        except UnicodeDecodeError:
+            raise SettingsError(f"SOURCES_FILE {path.name} is not UTF-8 text") from None
         return parse_document(text, f"SOURCES_FILE {path.name}").sources
     if settings.secret_id:
         from chalicelib.infra import aws
@@ -356,21 +409,19 @@ def load_sources(settings: SourcesSettings) -> list[Source]:
     return []
 
 
-_lock = threading.Lock()
-_sources: dict[str, Source] | None = None
+def _sources_by_name(settings: SourcesSettings) -> dict[str, Source]:
+    return {source.name: source for source in load_sources(settings)}
+
+
+_sources = Refreshed("sources", _sources_by_name)
 
 
 def get_sources() -> dict[str, Source]:
-    """The container's declarative sources by name, loaded (and validated) on first use."""
-    global _sources
-    if _sources is None:
-        with _lock:
-            if _sources is None:
-                _sources = {source.name: source for source in load_sources(settings_of(SourcesSettings))}
-    return _sources
+    """The container's declarative sources by name, loaded (and validated) on first use and read again every
+    ``CONFIG_REFRESH_SECONDS``; an invalid new document is refused and the last valid one kept (an unchanged
+    one keeps its object, so the connectors built from it are kept too)."""
+    return _sources.get(settings_of(SourcesSettings))
 
 
 def reset_sources() -> None:
-    global _sources
-    with _lock:
-        _sources = None
+    _sources.reset()

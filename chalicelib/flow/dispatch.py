@@ -3,21 +3,25 @@
 The webhook handler and the scheduled pulls make an event's first attempt (:func:`first_attempt`);
 the retry worker makes the later ones (:func:`later_attempt`). Both end the same way: the outcome is
 logged, a permanent failure goes to the dead-letter queue with its reason, a failure that can heal goes
-back to the retry queue. Only when neither queue can take the event is it reported unsafe, so that its
-sender delivers it again.
+back to the retry queue until the retry horizon (``RETRY_HORIZON_HOURS``) has passed since the event was
+first seen. A failure that is the bridge's own configuration (:class:`~chalicelib.core.errors.Held`: a
+refused key, a missing credential, an account no tenant lists yet) is retried the same way and logged
+``held`` with its cause, which raises an alarm. Only when neither queue can take the event is it reported
+unsafe, so that its sender delivers it again.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from dataclasses import dataclass
 
 from chalicelib.connectors.base import Connector, Event
-from chalicelib.core.errors import QueueUnavailable
+from chalicelib.core.errors import Held, QueueUnavailable
 from chalicelib.domain import retry_queue
 from chalicelib.domain.retry_queue import DeadLetter, RetryJob
-from chalicelib.domain.tenants import Tenant
+from chalicelib.domain.tenants import Tenant, TenantDirectory
 from chalicelib.flow import pipeline
 from chalicelib.infra.http import Deadline
 from chalicelib.infra.logs import Stopwatch, log, log_context
@@ -25,11 +29,12 @@ from chalicelib.infra.settings import Settings
 
 
 def first_attempt(connector: Connector, event: Event, tenant: Tenant, settings: Settings, deadline: Deadline,
-                  sends: Sends | None = None) -> bool:
+                  sends: Sends | None = None, stage: str = "fetch", payload: dict | None = None) -> bool:
     """Run a new event; True when it is safe (imported, ignored, skipped, queued or dead-lettered).
 
     With ``sends`` (a webhook's), what the event leaves to a queue waits there, to be sent and logged
     with the other events' by :meth:`Sends.send`, whose answer then says whether they are all safe.
+    ``stage``/``payload``: where to start, when the caller already fetched and mapped the guest (a sweep).
     """
     own = sends is None
     sends = Sends() if sends is None else sends
@@ -38,7 +43,7 @@ def first_attempt(connector: Connector, event: Event, tenant: Tenant, settings: 
         fields = {"platform": connector.name, "tenant": tenant.id, "event_id": event.event_id, "attempt": 1}
         watch = Stopwatch()
         try:
-            outcome = pipeline.run(connector, event, tenant, settings, deadline)
+            outcome = pipeline.run(connector, event, tenant, settings, deadline, stage, payload)
         except pipeline.Interrupted as interrupted:
             job = RetryJob(platform=connector.name, tenant=tenant.id, event_id=event.event_id, stage=interrupted.stage,
                            event=event.to_dict(), payload=interrupted.payload, attempt=1,
@@ -46,6 +51,9 @@ def first_attempt(connector: Connector, event: Event, tenant: Tenant, settings: 
             if not interrupted.retryable:
                 sends.dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=job),
                                   {**fields, "stage": interrupted.stage})
+            elif isinstance(interrupted.error, Held):
+                sends.retry(job, backoff_seconds(1, settings, interrupted.error.retry_after), fields, outcome="held",
+                            stage=interrupted.stage, **held_fields(interrupted.error), latency_ms=watch.ms())
             else:
                 # The first retry waits as long as the callee asked (Retry-After), or the doubt needs to settle.
                 sends.retry(job, interrupted.error.retry_after or 0, fields, stage=interrupted.stage,
@@ -55,13 +63,19 @@ def first_attempt(connector: Connector, event: Event, tenant: Tenant, settings: 
         return True
 
 
-def unrouted(connector: Connector, event: Event, sends: Sends | None = None) -> bool:
-    """Dead-letter an event no tenant owns; False when the dead-letter queue cannot take it (with
-    ``sends``: see :func:`first_attempt`)."""
+def unrouted(connector: Connector, event: Event, settings: Settings, sends: Sends) -> None:
+    """Hold an event no tenant owns yet: the retry worker routes it again by its account id on every attempt,
+    so adding the account to the tenants document is the only step (see :func:`first_attempt` for ``sends``)."""
+    held = Held("no tenant lists this account yet", "unrouted")
     job = RetryJob(platform=connector.name, tenant=None, event_id=event.event_id, stage="fetch",
-                   event=event.to_dict(), last_error="unrouted")
-    return dead_letter(DeadLetter(kind="unrouted", reason="unrouted", job=job),
-                       {"platform": connector.name, "event_id": event.event_id}, sends=sends, account_id=event.account_id)
+                   event=event.to_dict(), last_error=held.reason)
+    sends.retry(job, backoff_seconds(1, settings), {"platform": connector.name, "event_id": event.event_id},
+                outcome="held", stage="fetch", account_id=event.account_id, **held_fields(held))
+
+
+def held_fields(error: Held) -> dict[str, str]:
+    # ``reason`` is the cause (a bounded metric dimension); the sentence says what to fix.
+    return {"reason": error.cause, "detail": error.reason}
 
 
 def defer(connector: Connector, event: Event, tenant: Tenant, sends: Sends, first_seen: float) -> None:
@@ -157,40 +171,68 @@ class Retry:
     progressed: bool
 
 
-def later_attempt(connector: Connector, job: RetryJob, attempt: int, tenant: Tenant, settings: Settings,
+def later_attempt(connector: Connector | None, job: RetryJob, attempt: int, tenant: Tenant | None, settings: Settings,
                   deadline: Deadline, fields: dict, sends: Sends | None = None) -> bool | Retry:
     """Resume a queued job: True when it is safe now, False when it must come back as it is (it could not
     be dead-lettered), or a :class:`Retry` for the caller to schedule. With ``sends``, a dead letter waits
-    there (see :class:`Sends`)."""
+    there (see :class:`Sends`). Without a connector (its platform or source is no longer configured) or a
+    tenant (no tenant lists its account yet), the job is held."""
     watch = Stopwatch()
     try:
+        if connector is None:
+            raise pipeline.Interrupted(Held("the platform of this job is not configured", "not_configured"),
+                                       job.stage, job.payload)
+        if tenant is None:
+            raise pipeline.Interrupted(Held("no tenant lists this account yet", "unrouted"), job.stage, job.payload)
         outcome = pipeline.run(connector, Event.from_dict(job.event), tenant, settings, deadline, job.stage, job.payload)
     except pipeline.Interrupted as interrupted:
+        error = interrupted.error
         resumed = job.model_copy(update={"stage": interrupted.stage, "payload": interrupted.payload,
-                                         "attempt": attempt, "last_error": interrupted.error.reason})
+                                         "attempt": attempt, "last_error": error.reason})
         if not interrupted.retryable:
-            return dead_letter(DeadLetter(kind="permanent", reason=interrupted.error.reason, job=resumed), fields,
-                               sends=sends)
-        if attempt >= settings.max_attempts:
-            reason = f"retries exhausted after {attempt} attempts: {interrupted.error.reason}"
+            return dead_letter(DeadLetter(kind="permanent", reason=error.reason, job=resumed), fields, sends=sends)
+        held_for = time.time() - job.first_seen
+        if held_for >= settings.retry_horizon_hours * 3600:
+            reason = (f"still failing {held_for / 3600:.1f} h after it was first seen (RETRY_HORIZON_HOURS), "
+                      f"{attempt} attempts: {error.reason}")
             return dead_letter(DeadLetter(kind="exhausted", reason=reason, job=resumed), fields, sends=sends)
-        delay = backoff_seconds(attempt, settings, getattr(interrupted.error, "retry_after", None))
-        log("retried", reason=interrupted.error.reason, stage=interrupted.stage, delay_s=round(delay, 1), **fields)
+        delay = backoff_seconds(attempt, settings, getattr(error, "retry_after", None))
+        if isinstance(error, Held):
+            log("held", stage=interrupted.stage, delay_s=round(delay, 1), **held_fields(error), **fields)
+        else:
+            log("retried", reason=error.reason, stage=interrupted.stage, delay_s=round(delay, 1), **fields)
         progressed = interrupted.stage != job.stage or interrupted.payload != job.payload
         return Retry(resumed, delay, progressed)
     log_outcome(outcome, watch, fields)
     return True
 
 
+def route(job: RetryJob, directory: TenantDirectory) -> tuple[RetryJob, Tenant | None]:
+    """The job's tenant; a job no tenant owned yet (or whose tenant is gone) is routed again by its account."""
+    tenant = directory.get(job.tenant) if job.tenant else None
+    if tenant is None:
+        tenant = directory.route(job.platform, (job.event or {}).get("account_id"))
+        if tenant is not None:
+            job = job.model_copy(update={"tenant": tenant.id})
+    return job, tenant
+
+
+# The exponent's cap: beyond it the delay is RETRY_MAX_SECONDS anyway (and a float would overflow).
+_MAX_DOUBLINGS = 30
+
+
 def backoff_seconds(attempt: int, settings: Settings, retry_after: float | None = None) -> float:
-    """Exponential backoff with jitter ("equal jitter": half fixed, half random), never below Retry-After."""
+    """Exponential backoff with jitter ("equal jitter": half fixed, half random) up to ``RETRY_MAX_SECONDS``,
+    never below the callee's Retry-After (a 429's wait is honoured even beyond that cap, up to the longest
+    delay a message can have)."""
     import random
 
-    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** max(0, attempt - 1))
+    doublings = min(_MAX_DOUBLINGS, max(0, attempt - 1))
+    ceiling = min(settings.retry_max_seconds, settings.retry_base_seconds * 2 ** doublings)
     delay = ceiling / 2 + random.uniform(0, ceiling / 2)
     if retry_after:
         delay = max(delay, retry_after)
-    return min(delay, settings.retry_max_seconds)
+    return min(delay, retry_queue.MAX_DELAY_SECONDS)
 
 
 def dead_letter(letter: DeadLetter, fields: dict, sends: Sends | None = None, **extra: object) -> bool:

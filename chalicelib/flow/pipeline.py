@@ -14,7 +14,14 @@ from typing import TYPE_CHECKING, Any
 from pydantic import ValidationError
 
 from chalicelib.connectors.base import Connector, Context, Event
-from chalicelib.core.errors import BridgeError, BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.core.errors import (
+    BridgeError,
+    BudgetExhausted,
+    OutcomeUnknown,
+    PermanentError,
+    RetryableError,
+    SettingsError,
+)
 from chalicelib.domain.fullwhere import CustomerImport, FullwhereClient
 from chalicelib.domain.tenants import Tenant
 from chalicelib.infra.http import Deadline
@@ -28,8 +35,9 @@ if TYPE_CHECKING:  # imported where it is used: only guests without email or pho
 @dataclass(frozen=True)
 class Outcome:
     """How an event ended: ``imported``, ``merged`` (into an existing customer with the same email or
-    phone), ``duplicate`` (already imported, unchanged), ``skipped``
-    (not importable: see ``reason``) or ``ignored`` (nothing to import, by design)."""
+    phone), ``recovered`` (a swept guest the bridge had never sent, imported or merged as ``reason`` says),
+    ``duplicate`` (already imported, unchanged), ``skipped`` (not importable: see ``reason``) or ``ignored``
+    (nothing to import, by design)."""
 
     status: str
     reason: str | None = None
@@ -93,11 +101,15 @@ def run(
             # Fullwhere's merge rule deduplicates guests with an email or phone: no ledger needed.
             with _stage("import", payload):
                 result = _fullwhere(tenant, settings).import_customer(customer, deadline)
-            return _imported(result)
+            _remember_sent(connector, event, customer, tenant, settings, deadline)
+            return _swept(event, _imported(result))
         if not settings.identity_table:
             return Outcome("skipped", "no_contact_and_no_identity_table")
         with _stage("import", payload):
-            return _import_through_ledger(connector, customer, tenant, settings, deadline, payload)
+            outcome = _import_through_ledger(connector, customer, tenant, settings, deadline, payload)
+        if outcome.status in ("imported", "merged"):
+            _remember_sent(connector, event, customer, tenant, settings, deadline)
+        return _swept(event, outcome)
 
     if stage == "record":
         from chalicelib.domain.identity import Claim, IdentityLedger
@@ -105,9 +117,41 @@ def run(
         claim = Claim(token=payload["claim"], key=payload["key"])
         with _stage("record", payload):
             IdentityLedger(settings.identity_table).record(claim, payload["fingerprint"], payload.get("customer_id"))
-        return Outcome("imported", customer_id=payload.get("customer_id"))
+        _remember_sent(connector, event, customer, tenant, settings, deadline)
+        return _swept(event, Outcome("imported", customer_id=payload.get("customer_id")))
 
     raise Interrupted(PermanentError(f"unknown stage {stage!r}"), stage, payload)
+
+
+def _remember_sent(connector: Connector, event: Event, customer: CustomerImport, tenant: Tenant, settings: Settings,
+                   deadline: Deadline) -> None:
+    """Record what was sent, for the sweeps to compare (best effort, bounded; no boto3 on a webhook): only where
+    the event's account is swept (docs/architecture.md, "Sweeps")."""
+    try:
+        if (not settings.identity_table or not connector.sweepable() or connector.sweep_minutes(settings) <= 0
+                or event.account_id not in connector.sweep_accounts(tenant)):
+            return
+    except SettingsError:  # the platform's settings became invalid since the import: nothing to record for
+        return
+    ids = customer.platform_ids()
+    if not ids:
+        return
+    from chalicelib.domain.sweep_state import remember_sent, sent_key
+
+    guest_id = ids.get(connector.id_field) or next(iter(ids.values()))
+    remember_sent(settings.identity_table, sent_key(tenant.id, connector.name, guest_id),
+                  customer.fingerprint(), min(SENT_RECORD_SECONDS, deadline.remaining()))
+
+
+# At most this long is spent recording what was sent (one DynamoDB write, a few ms in its region).
+SENT_RECORD_SECONDS = 0.5
+
+
+def _swept(event: Event, outcome: Outcome) -> Outcome:
+    """A guest a sweep found unknown to the bridge, now in Fullwhere: ``recovered`` (the reason says how)."""
+    if event.recovering and outcome.status in ("imported", "merged"):
+        return Outcome("recovered", outcome.status, outcome.customer_id, outcome.created)
+    return outcome
 
 
 def _import_through_ledger(
@@ -226,7 +270,7 @@ class _stage:
     """Turn any failure inside a stage into :class:`Interrupted` with the point to resume from.
 
     An unexpected exception is a bug or a payload shape nobody anticipated: it is retried like a
-    transient failure (and dead-lettered with its type as reason once attempts run out), never lost.
+    transient failure (and dead-lettered with its type as reason once the retry horizon has passed), never lost.
     """
 
     def __init__(self, name: str, payload: dict[str, Any]):

@@ -29,6 +29,8 @@ from chalicelib.infra.settings import get_settings
 LAMBDA_SAFETY_SECONDS = 3.0
 # Of a bundle's time, what is kept at the end to queue again the jobs that must come back.
 BUNDLE_SEND_SECONDS = 2.0
+# How long a record the invocation had no time to try waits before it is received again.
+NO_TIME_DELAY_SECONDS = 10
 
 
 def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None = None) -> dict[str, list[dict[str, str]]]:
@@ -68,8 +70,9 @@ def handle_batch(event: dict[str, Any], remaining_ms: Callable[[], float] | None
 def handle_record(record: dict[str, Any], time_left: float | None = None) -> bool:
     """Handle one SQS record within ``time_left`` seconds; True when the message may be deleted."""
     if time_left is not None and time_left < 1:
-        # Not enough time to try: hand the record back at once for the next invocation.
-        _delay_redelivery(record, 0, {"message_id": record.get("messageId")})
+        # Not enough time to try: hand the record back for a later invocation, after a short delay (never 0:
+        # a record handed back at once to an invocation with no time either would go round forever).
+        _delay_redelivery(record, NO_TIME_DELAY_SECONDS, {"message_id": record.get("messageId")})
         return False
     receive_count = int((record.get("attributes") or {}).get("ApproximateReceiveCount", 1))
     try:
@@ -87,10 +90,7 @@ def handle_record(record: dict[str, Any], time_left: float | None = None) -> boo
     verdict = _attempt(job, attempt, fields, time_left)
     if not isinstance(verdict, dispatch.Retry):
         return verdict
-    if verdict.progressed:
-        return _requeue(verdict.job, verdict.delay, record, fields)
-    _delay_redelivery(record, verdict.delay, fields)
-    return False
+    return _requeue(verdict, record, fields)
 
 
 def _attempt(job: RetryJob, attempt: int, fields: dict[str, Any], time_left: float | None,
@@ -101,11 +101,9 @@ def _attempt(job: RetryJob, attempt: int, fields: dict[str, Any], time_left: flo
         reason = "too large for a queue message: only the event's identity was kept"
         return dispatch.dead_letter(DeadLetter(kind="permanent", reason=reason, job=job), fields, sends=sends)
     connector = get_connector(job.platform)
-    tenant = get_directory().get(job.tenant) if job.tenant else None
-    if connector is None or tenant is None:
-        what = "platform" if connector is None else "tenant"
-        return dispatch.dead_letter(DeadLetter(kind="unrouted", reason=f"{what} of this job is no longer configured",
-                                               job=job), fields, sends=sends)
+    # Routed again on every attempt while no tenant lists its account (held as unrouted until one does).
+    job, tenant = dispatch.route(job, get_directory())
+    fields["tenant"] = job.tenant
 
     budget = settings.worker_call_timeout_seconds * 2
     if time_left is not None:
@@ -154,15 +152,20 @@ def _handle_bundle(jobs: list[RetryJob], message_id: str | None, time_left: floa
     return True
 
 
-def _requeue(job: RetryJob, delay: float, record: dict[str, Any], fields: dict[str, Any]) -> bool:
-    """Replace the message by a job at its new stage; keep the old one if that fails."""
+def _requeue(retry: dispatch.Retry, record: dict[str, Any], fields: dict[str, Any]) -> bool:
+    """Replace the message by the job as it now is, delayed by its backoff: a new message starts its receive
+    count and retention again, so a job held for days is never moved by the queue's redrive policy. When the
+    queue cannot take it, the old message comes back after the backoff instead."""
     try:
-        retry_queue.enqueue(job, delay_seconds=delay)
+        retry_queue.enqueue(retry.job, delay_seconds=retry.delay)
         return True
-    except retry_queue.TooLarge as exc:  # its new stage holds more than a message can: it can never come back
-        return dispatch.dead_letter(DeadLetter(kind="permanent", reason=exc.reason, job=job), fields)
+    except retry_queue.TooLarge as exc:
+        if retry.progressed:  # its new stage holds more than a message can: it can never come back
+            return dispatch.dead_letter(DeadLetter(kind="permanent", reason=exc.reason, job=retry.job), fields)
+        _delay_redelivery(record, retry.delay, fields)  # it fitted as it came: it comes back as it came
+        return False
     except QueueUnavailable:
-        _delay_redelivery(record, delay, fields)
+        _delay_redelivery(record, retry.delay, fields)
         return False
 
 

@@ -27,9 +27,9 @@ from chalicelib.connectors.oracle import (
     profile_events,
 )
 from chalicelib.core.errors import BridgeError, RetryableError, SettingsError
+from chalicelib.domain.sweep_state import IdentityTable, LeaseLost
 from chalicelib.domain.tenants import Tenant, TenantDirectory, credentials_for, get_directory
 from chalicelib.flow import dispatch
-from chalicelib.infra import aws
 from chalicelib.infra.http import Deadline
 from chalicelib.infra.logs import Stopwatch, log
 from chalicelib.infra.settings import Settings, get_settings, settings_of
@@ -60,10 +60,6 @@ class Position:
     recent: list[str] = field(default_factory=list)
     last_event_id: str | None = None
     last_event_at: str | None = None
-
-
-class LeaseLost(Exception):
-    """Another run holds the position now (only possible if this run outlived its lease)."""
 
 
 def handle(remaining_ms: Callable[[], float] | None = None) -> dict[str, Any]:
@@ -275,41 +271,24 @@ class _EventRunner:
         self.seen_guests.add(event.guest_key)
         tenant = self.directory.route(PLATFORM, hotel)
         if tenant is None:  # the tenants document changed under us
-            safe = dispatch.unrouted(self.connector, event)
+            sends = dispatch.Sends()
+            dispatch.unrouted(self.connector, event, self.settings, sends)
+            safe = sends.send()
         else:
             safe = dispatch.first_attempt(self.connector, event, tenant, self.settings, self.deadline())
         self.outcomes["safe" if safe else "unsafe"] += 1
         return safe
 
 
-class PositionStore:
+class PositionStore(IdentityTable):
     """The per-hotel position items in the identity table (DynamoDB, partition key ``pk``)."""
 
-    def __init__(self, table_name: str):
-        self._table = table_name
-
-    def _call(self, operation: str, **kwargs: Any) -> dict[str, Any]:
-        try:
-            return getattr(aws.client("dynamodb"), operation)(TableName=self._table, **kwargs)
-        except aws.aws_error_types() as exc:
-            if _is_condition_failure(exc):
-                raise LeaseLost() from None
-            raise RetryableError(f"position store unavailable ({type(exc).__name__})") from None
+    unavailable = "position store unavailable"
 
     def acquire(self, key: str, token: str, lease_seconds: float) -> Position | None:
         """Lease the position to this run and read it; ``None`` when another run holds it."""
-        now = time.time()
-        try:
-            item = self._call(
-                "update_item",
-                Key={"pk": {"S": key}},
-                UpdateExpression="SET lease_token = :token, lease_until = :until, leased_at = :now",
-                ConditionExpression="attribute_not_exists(lease_until) OR lease_until < :now",
-                ExpressionAttributeValues={":token": {"S": token}, ":until": {"N": repr(now + lease_seconds)},
-                                           ":now": {"N": repr(now)}},
-                ReturnValues="ALL_NEW",
-            ).get("Attributes", {})
-        except LeaseLost:
+        item = self._lease(key, token, lease_seconds, time.time(), also_set=", leased_at = :now")
+        if item is None:
             return None
         return Position(
             pending=_json_list(item.get("pending")),
@@ -339,7 +318,7 @@ class PositionStore:
         expression = "SET " + ", ".join(sets)
         if release:
             expression += " REMOVE lease_token, lease_until"
-        self._call("update_item", Key={"pk": {"S": key}}, UpdateExpression=expression,
+        self._call("update_item", TableName=self._table, Key={"pk": {"S": key}}, UpdateExpression=expression,
                    ConditionExpression="lease_token = :token", ExpressionAttributeValues=values)
 
 
@@ -352,8 +331,3 @@ def _json_list(attribute: dict[str, Any] | None) -> list[Any]:
     except ValueError:
         return []
     return value if isinstance(value, list) else []
-
-
-def _is_condition_failure(exc: BaseException) -> bool:
-    response = getattr(exc, "response", None) or {}
-    return response.get("Error", {}).get("Code") == "ConditionalCheckFailedException"

@@ -17,7 +17,7 @@ from chalice import Response
 from chalicelib.connectors import get_connector
 from chalicelib.connectors.base import WebhookRequest
 from chalicelib.core.errors import RejectedRequest, SettingsError
-from chalicelib.domain.tenants import get_directory
+from chalicelib.domain.tenants import get_directory, signing_tenant
 from chalicelib.flow import dispatch
 from chalicelib.infra.http import Deadline
 from chalicelib.infra.logs import Stopwatch, log
@@ -76,9 +76,16 @@ def _handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query:
     )
     try:
         settings = get_settings()
-        connector.verify(request)
-        parsed = connector.parse(request)
         directory = get_directory()
+        if connector.own_webhook_secrets() and not any(t.owns_every_account for t in directory.tenants()):
+            # Each tenant registered this platform's webhook with its own secret: the body names the accounts, and
+            # only the secret of the one tenant owning them all may verify it. The parse is the usual one (size
+            # and nesting limits); nothing it found is acted on, or logged, unless the verification passes.
+            parsed = connector.parse(request)
+            connector.verify(request, signing_tenant(directory, platform, parsed.account_ids()))
+        else:
+            connector.verify(request)
+            parsed = connector.parse(request)
     except RejectedRequest as rejected:
         log("rejected", platform=platform, status=rejected.status, reason=rejected.reason, latency_ms=watch.ms())
         return error_response(rejected.status, rejected.error, rejected.reason)
@@ -111,7 +118,7 @@ def _handle_webhook(platform: str, raw_body: bytes | None, headers: dict, query:
             seen_guests.add(event.guest_key)
         tenant = directory.route(platform, event.account_id)
         if tenant is None:
-            dispatch.unrouted(connector, event, sends)
+            dispatch.unrouted(connector, event, settings, sends)
         elif deadline.remaining() < Deadline.MINIMUM_CALL_SECONDS:
             dispatch.defer(connector, event, tenant, sends, received_at)  # no time to try it: the worker will
         else:
@@ -144,8 +151,9 @@ def _unexpected(platform: str) -> Response:
 
 
 def _misconfigured(platform: str, exc: SettingsError) -> Response:
-    # A configuration mistake must not lose events: 503 makes the platform deliver again later.
-    log("failed", platform=platform[:40], status=503, reason=str(exc), level=logging.ERROR)
+    # A configuration mistake must not lose events: 503 makes the platform deliver again later. Counted as
+    # ``misconfigured`` (its own metric and alarm): the operator fixes it, the platform's retries recover it.
+    log("misconfigured", platform=platform[:40], status=503, reason=str(exc), level=logging.ERROR)
     return error_response(503, "misconfigured", "the bridge is misconfigured; see its logs")
 
 

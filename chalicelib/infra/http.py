@@ -16,7 +16,7 @@ import time
 import httpx
 
 from chalicelib import __version__
-from chalicelib.core.errors import BudgetExhausted, OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.core.errors import BudgetExhausted, Held, OutcomeUnknown, PermanentError, RetryableError
 from chalicelib.infra.logs import scrub
 
 USER_AGENT = f"fullwhere-bridge/{__version__}"
@@ -130,6 +130,8 @@ def parse_retry_after(value: str | None) -> float | None:
 
 
 RETRYABLE_STATUSES = frozenset({408, 425, 429})
+# Answers that refuse the caller, not its request: a revoked or mistyped key is held until it is fixed.
+CREDENTIALS_REFUSED = frozenset({401, 403})
 
 
 def is_retryable_status(status: int) -> bool:
@@ -160,7 +162,8 @@ _SENT_THEN_LOST = (httpx.ReadError, httpx.WriteError, httpx.RemoteProtocolError)
 
 
 def raise_for_status(response: httpx.Response, what: str) -> None:
-    """Classify a non-2xx answer: retryable (408/425/429/5xx, honouring Retry-After) or permanent."""
+    """Classify a non-2xx answer: retryable (408/425/429/5xx, honouring Retry-After), held (401/403: the bridge's
+    own credentials were refused, which no event can fix) or permanent."""
     status = response.status_code
     if 200 <= status < 300:
         return
@@ -171,6 +174,8 @@ def raise_for_status(response: httpx.Response, what: str) -> None:
         # that lost the upstream's answer) leaves unknown whether it was applied.
         kind = OutcomeUnknown if status >= 500 and status != 503 else RetryableError
         raise kind(f"{what} answered {status}", parse_retry_after(response.headers.get("Retry-After")))
+    if status in CREDENTIALS_REFUSED:
+        raise Held(f"{what} refused the bridge's credentials ({status})", "credentials_rejected")
     raise PermanentError(f"{what} answered {status}: {detail}" if detail else f"{what} answered {status}")
 
 

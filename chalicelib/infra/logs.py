@@ -1,7 +1,8 @@
 """Structured JSON logs: one line per outcome, no secrets, no personal data.
 
 Lines written inside a :func:`log_context` (one webhook event, one retry job) carry its fields, so even a
-line written deep in the pipeline says which event it is about. Personal data appears only through the
+line written deep in the pipeline says which event it is about, and every line of a Lambda invocation
+carries its request id and cold-start flag (:func:`invocation`). Personal data appears only through the
 ``mask_*`` helpers, and every string field is scrubbed again. Each line is also counted as a metric
 (:mod:`chalicelib.infra.metrics`). The fields and guarantees: docs/reliability.md, "Logs".
 """
@@ -64,7 +65,7 @@ def scrub(text: str) -> str:
 # Fields that are identifiers: phone-shaped digits there are ids (Meta lead ids, OPERA profile ids),
 # not phone numbers. Emails are masked in them all the same.
 _ID_FIELDS = frozenset({"outcome", "platform", "tenant", "event_id", "message_id", "customer_id", "account_id",
-                        "hotel_id", "stage", "kind", "status"})
+                        "hotel_id", "stage", "kind", "status", "request_id"})
 
 
 MAX_FIELD_LENGTH = 300
@@ -82,7 +83,7 @@ def log(outcome: str, message: str = "", *, level: int = logging.INFO, exc_info:
     """Write one structured line and count it as a metric. ``fields`` should already be log-safe
     (masked, ids only); string values are scrubbed again here."""
     context = _context.get()
-    merged: dict[str, Any] = dict(context.fields) if context else {}
+    merged: dict[str, Any] = dict(context.fields) if context else dict(_invocation)
     merged.update((key, value) for key, value in fields.items() if value is not None)
     if context and "latency_ms" not in merged:
         merged["latency_ms"] = context.watch.ms()
@@ -113,16 +114,38 @@ def log_context(**fields: Any) -> Iterator[None]:
     """Lines written inside carry ``fields`` (those of an enclosing context too) and, unless they give
     their own, the milliseconds since this context opened as ``latency_ms``.
 
-    Context variables are per thread: the retry worker opens one in each of its record threads.
+    Context variables are per thread: the retry worker opens one in each of its record threads, which
+    starts from the invocation's fields (:func:`invocation`).
     """
     outer = _context.get()
-    inherited = dict(outer.fields) if outer else {}
+    inherited = dict(outer.fields) if outer else dict(_invocation)
     inherited.update((key, value) for key, value in fields.items() if value is not None)
     token = _context.set(_Context(inherited))
     try:
         yield
     finally:
         _context.reset(token)
+
+
+# The fields of the Lambda invocation under way (request id, cold start). A module variable, not a context
+# variable: threads do not inherit context variables, and the lines of the threads an invocation starts
+# (the retry worker's records, a bundle's jobs) must carry them too. Lambda runs one invocation at a
+# time per process, so there is only ever one.
+_invocation: dict[str, Any] = {}
+
+
+@contextmanager
+def invocation(**fields: Any) -> Iterator[None]:
+    """One Lambda invocation: every line written until it ends, in any thread, carries ``fields``, and
+    lines written in this thread share one :func:`log_context`."""
+    global _invocation
+    outer = _invocation
+    _invocation = {key: value for key, value in fields.items() if value is not None}
+    try:
+        with log_context(**_invocation):
+            yield
+    finally:
+        _invocation = outer
 
 
 def bind(**fields: Any) -> None:

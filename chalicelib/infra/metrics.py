@@ -23,10 +23,11 @@ MAX_VALUES = 100  # EMF: at most 100 values in one metric array
 UNKNOWN = "unknown"
 # Outcomes whose latency is a meaningful distribution (a request or an event reaching its end).
 TIMED_OUTCOMES = frozenset({"acknowledged", "rejected", "imported", "merged", "duplicate", "skipped", "ignored",
-                            "queued", "retried", "dead_lettered", "failed", "handshake", "pull_finished"})
+                            "queued", "held", "retried", "dead_lettered", "failed", "handshake", "pull_finished",
+                            "recovered", "sweep_finished"})
 
 # Outcomes counted per reason as well, so that a restaurant sees why its guests were not imported.
-REASONED_OUTCOMES = frozenset({"skipped", "ignored"})
+REASONED_OUTCOMES = frozenset({"skipped", "ignored", "held"})
 # The reasons that become a dimension value; any other reason counts as OTHER, so that a free-text reason
 # (an error message, a payload's words) can never create metrics at will. Keep in step with the reasons
 # the pipeline and connectors give (docs/platforms.md, "What each platform yields").
@@ -38,6 +39,10 @@ REASONS = frozenset({
     "event_not_imported",                # an event type that carries no guest, by design (webhook handler)
     "no_guest",                          # the platform has no guest behind the event (pipeline)
     "pull_in_progress",                  # another OPERA pull holds the hotel's position (scheduled pull)
+    # Why an event is held (core.errors.Held.CAUSES): the operator's to fix, alarmed (HeldAlarm).
+    "credentials_rejected",              # Fullwhere or a platform API refused the bridge's credentials (401/403)
+    "not_configured",                    # a credential, or the platform itself, is not configured
+    "unrouted",                          # no tenant lists the event's account yet
 })
 # Reasons logged as sentences, and the dimension value each counts as.
 _REASON_ALIASES = {

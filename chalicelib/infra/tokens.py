@@ -14,7 +14,7 @@ import weakref
 from collections.abc import Callable, Hashable
 from typing import Protocol, TypeVar
 
-from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.core.errors import Held, RetryableError
 from chalicelib.infra.http import json_object, raise_for_status, send
 
 
@@ -52,14 +52,15 @@ class TokenCache:
     def authorised(self, key: Hashable, request: Callable[[], tuple[str, float]],
                    call: Callable[[str], ResponseT], refused: str) -> ResponseT:
         """``call(token)`` with the cached token. A 401 means the token was revoked or expired early: it is
-        renewed and the call made once more; a second 401 is permanent (``refused`` says what to check)."""
+        renewed and the call made once more; a second 401 is held until the credentials are fixed (``refused``
+        says what to check)."""
         for _ in range(2):
             token = self.get(key, request)
             response = call(token)
             if response.status_code != 401:
                 return response
             self.invalidate(token)
-        raise PermanentError(refused)
+        raise Held(refused, "credentials_rejected")
 
     def invalidate(self, token: str) -> None:
         """Forget a token the API refused (revoked or expired early)."""

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from chalicelib.core.errors import PermanentError, RetryableError
+from chalicelib.core.errors import Held, PermanentError, RetryableError
 from chalicelib.domain.fullwhere.models import CustomerImport, PartnerCustomer
 from chalicelib.infra.http import Deadline, raise_for_status, send
 
@@ -36,7 +36,7 @@ class ImportResult:
 class FullwhereClient:
     def __init__(self, base_url: str, api_key: str | None, api_secret: str | None):
         if not api_key or not api_secret:
-            raise PermanentError("Fullwhere API key or secret not configured for this tenant")
+            raise Held("Fullwhere API key or secret not configured for this tenant", "not_configured")
         self._base_url = base_url.rstrip("/")
         self._headers = {"X-API-KEY": api_key, "X-API-SECRET": api_secret}
 
