@@ -67,19 +67,20 @@ def client(service: str, endpoint_url: str) -> Any:
 
 def create_queues(
     endpoint_url: str, name: str, max_receive_count: int = 3, visibility_timeout: int = 30,
-    dead_letter_name: str | None = None,
+    dead_letter_name: str | None = None, retention: int | None = None, dead_letter_retention: int = 1209600,
 ) -> tuple[str, str]:
     """Create the dead-letter queue (`<name>-dlq` unless named) and `<name>` redriving to it, as the AWS
-    stack does; returns (queue_url, dlq_url)."""
+    stack does; returns (queue_url, dlq_url). ``retention``: the retry queue's MessageRetentionPeriod in
+    seconds (None: SQS's default, 4 days)."""
     sqs = client("sqs", endpoint_url)
     dlq_url = sqs.create_queue(QueueName=dead_letter_name or f"{name}-dlq",
-                               Attributes={"MessageRetentionPeriod": "1209600"})["QueueUrl"]
+                               Attributes={"MessageRetentionPeriod": str(dead_letter_retention)})["QueueUrl"]
     dlq_arn = _queue_arn(sqs, dlq_url)
     redrive = {"deadLetterTargetArn": dlq_arn, "maxReceiveCount": str(max_receive_count)}
-    queue_url = sqs.create_queue(
-        QueueName=name,
-        Attributes={"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": str(visibility_timeout)},
-    )["QueueUrl"]
+    attributes = {"RedrivePolicy": json.dumps(redrive), "VisibilityTimeout": str(visibility_timeout)}
+    if retention is not None:
+        attributes["MessageRetentionPeriod"] = str(retention)
+    queue_url = sqs.create_queue(QueueName=name, Attributes=attributes)["QueueUrl"]
     return queue_url, dlq_url
 
 

@@ -6,17 +6,19 @@ Until Ctrl-C (or SIGTERM), this one supervisor process runs:
   in its own process group, so Ctrl-C reaches only this supervisor, which stops it; it also dies with
   the supervisor (``PR_SET_PDEATHSIG``) if the supervisor is killed outright. Its access log, which
   quotes request paths, is relayed with every query value redacted (tokens travel in query strings);
-- moto's server as SQS and DynamoDB, with the retry queue, its dead-letter queue (the redrive policy of
-  ``deploy/resources.yaml``: ``maxReceiveCount`` 8, visibility 720 s) and the identity table;
+- moto's server as SQS and DynamoDB, with the retry queue, its dead-letter queue (the visibility timeout,
+  retentions and redrive policy of ``deploy/resources.yaml``, read from it) and the identity table;
 - the retry worker: the handler the Lambda runs (``app.handler_map["retry_worker"]`` with a Lambda-like
   context), fed by :class:`sandbox.aws.LambdaSqsPoller` in a thread (batches of 10, partial batch
   failures, visibility as in AWS);
 - the scheduled ``oracle_pull`` handler, every ``--pull-every`` seconds (30 by default; 5 minutes in AWS);
+- the scheduled ``sweeps`` handler, every ``--sweep-every`` seconds (60 by default, as in AWS): each run sweeps the
+  platform accounts whose ``SWEEP_MINUTES`` have passed (the sandbox's Mews enterprise, ...);
 - the sandboxes of the platforms' APIs and, unless ``FULLWHERE_API_KEY``/``FULLWHERE_API_SECRET`` are
   set, the Fullwhere sandbox, whose customers are kept in ``<data dir>/fullwhere.sqlite3``;
 - a small control endpoint for ``python -m bridge_cli`` (``demo``, ``sign --sandbox``): it seeds the
   sandboxes with sample guests and signs requests, for sandboxed platforms only (their credentials are
-  the sandbox's public ones), and runs the OPERA pull on demand.
+  the sandbox's public ones), and runs the OPERA pull and a sweep (``bridge_cli sweep``) on demand.
 
 Where settings come from: Fullwhere is the real API when ``FULLWHERE_API_KEY`` is set, else the sandbox.
 Each platform uses its sandbox unless the environment sets the setting that authenticates its webhooks
@@ -51,18 +53,22 @@ from typing import Any
 
 from sandbox import aws
 from sandbox.emulators.base import EmulatorServer, HttpError, Request
-from sandbox.stack import Sandbox
+from sandbox.stack import Sandbox, template_queues
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_DATA_DIR = ROOT / ".sandbox"
 STATE_FILE = "stack.json"
 DEFAULT_PULL_SECONDS = 30.0
+DEFAULT_SWEEP_SECONDS = 60.0  # the sweeps Lambda's schedule (app.py)
 WORKER_TIMEOUT_SECONDS = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"][
     "lambda_functions"]["retry_worker"]["lambda_timeout"]
 PULL_TIMEOUT_SECONDS = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"][
     "lambda_functions"]["oracle_pull"]["lambda_timeout"]
-# The same redrive policy as the AWS stack (deploy/resources.yaml: MaxReceiveCount default, VisibilityTimeout).
-MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT = 8, 720
+SWEEP_TIMEOUT_SECONDS = json.loads((ROOT / ".chalice" / "config.json").read_text())["stages"]["dev"][
+    "lambda_functions"]["sweeps"]["lambda_timeout"]
+# The queues of the AWS stack (deploy/resources.yaml: VisibilityTimeout, retentions, maxReceiveCount).
+QUEUES = template_queues()
+MAX_RECEIVE_COUNT, VISIBILITY_TIMEOUT = QUEUES.max_receive_count, QUEUES.visibility_timeout
 # Settings the local stack cannot honour: its AWS is moto, which holds no secret.
 UNSUPPORTED = ("SECRETS_ID", "TENANTS_SECRET_ID", "SOURCES_SECRET_ID")
 SOURCES_GROUP = "sources"  # the declarative sources (Como, Groupe Partouche, Chr365, Zenchef, ...)
@@ -139,7 +145,8 @@ def bridge_environment(environ: dict[str, str] | os._Environ, sandbox: Sandbox) 
 # -- the control endpoint used by the command-line tool -----------------------------------------
 
 class StackControl(EmulatorServer):
-    """``POST /samples``, ``POST /sign``, ``POST /oracle-pull``, ``GET /state`` (see the module docstring)."""
+    """``POST /samples``, ``POST /sign``, ``POST /oracle-pull``, ``POST /sweep``, ``GET /state`` (see the module
+    docstring)."""
 
     def __init__(self, stack: "LocalStack"):
         super().__init__()
@@ -148,6 +155,7 @@ class StackControl(EmulatorServer):
         self.route("POST", "/samples", self._samples)
         self.route("POST", "/sign", self._sign)
         self.route("POST", "/oracle-pull", lambda request: (200, stack.run_oracle_pull()))
+        self.route("POST", "/sweep", self._sweep)
 
     def _body(self, request: Request) -> dict[str, Any]:
         body = request.body if request.is_json else ({} if request.body is None else None)
@@ -187,6 +195,20 @@ class StackControl(EmulatorServer):
             })
         return 200, {"n": n, "deliveries": deliveries, "skipped": skipped}
 
+    def _sweep(self, request: Request):
+        """One sweep now (``bridge_cli sweep``): every account, due or not; ``since``: a backfill from then."""
+        from datetime import datetime
+
+        body = self._body(request)
+        try:
+            since = datetime.fromisoformat(body["since"]) if body.get("since") else None
+        except (TypeError, ValueError):
+            raise HttpError(400, {"error": "since must be an ISO 8601 date-time"}) from None
+        platforms, tenants = body.get("platforms") or [], body.get("tenants") or []
+        if not isinstance(platforms, list) or not isinstance(tenants, list):
+            raise HttpError(400, {"error": "platforms and tenants must be lists"})
+        return 200, self.stack.run_sweeps(since=since, platforms=platforms, tenants=tenants, force=True)
+
     def _sign(self, request: Request):
         """Sign a body with the sandbox's settings (sandboxed platforms only: never an environment secret)."""
         from sandbox import platforms
@@ -215,12 +237,13 @@ class StackControl(EmulatorServer):
 class LocalStack:
     def __init__(self, port: int = 8000, fullwhere_port: int = 8900, aws_port: int = 8901,
                  data_dir: Path | None = None, pull_every: float = DEFAULT_PULL_SECONDS,
-                 environ: dict[str, str] | None = None):
+                 environ: dict[str, str] | None = None, sweep_every: float = DEFAULT_SWEEP_SECONDS):
         self.port = port
         self.fullwhere_port = fullwhere_port
         self.aws_port = aws_port
         self.data_dir = Path(data_dir or data_dir_default()).resolve()
         self.pull_every = pull_every
+        self.sweep_every = sweep_every
         self.environ = dict(os.environ if environ is None else environ)
         self.sandbox: Sandbox | None = None
         self.env: dict[str, str] = {}
@@ -230,6 +253,7 @@ class LocalStack:
         self._stopping = threading.Event()
         self._threads: list[threading.Thread] = []
         self._pull_lock = threading.Lock()
+        self._sweep_lock = threading.Lock()
         self._counter_lock = threading.Lock()
         self._app = None
 
@@ -261,7 +285,7 @@ class LocalStack:
             ports={"fullwhere": self.fullwhere_port, "aws": self.aws_port}, with_fullwhere=not self.real_fullwhere,
             aws_names=True)
         try:
-            self.sandbox.start(max_receive_count=MAX_RECEIVE_COUNT, visibility_timeout=VISIBILITY_TIMEOUT)
+            self.sandbox.start()  # the queues of deploy/resources.yaml (QUEUES)
         except OSError as exc:
             raise StackError(f"a sandbox port is taken ({exc.strerror}): choose others with --fullwhere-port and "
                              "--aws-port (0 picks free ones)") from None
@@ -275,6 +299,8 @@ class LocalStack:
         self._start_thread("retry-worker", self._work)
         if self.pull_every > 0:
             self._start_thread("oracle-pull", self._pull_periodically)
+        if self.sweep_every > 0:
+            self._start_thread("sweeps", self._sweep_periodically)
         _write_json(self.state_path, self.state())
 
     def _refuse_second_stack(self) -> None:
@@ -377,6 +403,40 @@ class LocalStack:
                 return {"status": "failed", "error": type(exc).__name__}
         return result if isinstance(result, dict) else {"status": "ok"}
 
+    def _sweep_periodically(self) -> None:
+        while not self._stopping.wait(self.sweep_every):
+            self.run_sweeps()
+
+    def run_sweeps(self, since=None, platforms=(), tenants=(), force: bool = False) -> dict[str, Any]:
+        """The ``sweeps`` handler as its schedule runs it; with arguments (``bridge_cli sweep``), the same run
+        over every account, or a backfill from ``since``."""
+        from chalice.local import LambdaContext
+
+        event = {"version": "0", "id": "local", "detail-type": "Scheduled Event", "source": "aws.events",
+                 "account": "123456789012", "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                 "region": aws.REGION, "resources": [], "detail": {}}
+        with self._sweep_lock:
+            try:
+                if since is None and not platforms and not tenants and not force:
+                    result = self._handlers()["sweeps"](
+                        event, LambdaContext("sweeps", 512, max_runtime_ms=SWEEP_TIMEOUT_SECONDS * 1000))
+                else:
+                    from chalicelib.connectors import all_connectors
+                    from chalicelib.domain.tenants import get_directory
+                    from chalicelib.flow import sweep
+                    from chalicelib.infra import metrics
+                    from chalicelib.infra.settings import get_settings
+
+                    try:
+                        result = sweep.run(all_connectors(), get_directory(), get_settings(), 3600.0, since=since,
+                                           platforms=platforms, tenants=tenants, force=force)
+                    finally:
+                        metrics.flush()
+            except Exception as exc:  # as Lambda would: this run failed, the next one tries again
+                print(f"[stack] sweeps raised {type(exc).__name__}", flush=True)
+                return {"status": "failed", "error": type(exc).__name__}
+        return result if isinstance(result, dict) else {"status": "ok"}
+
     def next_guest_number(self) -> int:
         """A new sample guest number for the demo, kept across restarts (the Fullwhere sandbox is too)."""
         path = self.data_dir / "demo.json"
@@ -442,6 +502,7 @@ class LocalStack:
             "platforms": self.webhook_urls(),
             "platform_sandboxes": {name: server.url for name, server in sandbox.platforms.items()},
             "oracle_pull_seconds": self.pull_every,
+            "sweep_seconds": self.sweep_every,
         }
 
     def banner(self) -> str:
@@ -459,10 +520,13 @@ class LocalStack:
             lines.append(f"\nFullwhere: {fullwhere['url']} with FULLWHERE_API_KEY/FULLWHERE_API_SECRET from the environment")
         lines.append("Platform API sandboxes: " + ", ".join(f"{name} {url}" for name, url in state["platform_sandboxes"].items()))
         lines.append(f"AWS (moto): {state['aws']['endpoint']}, region {aws.REGION}: queue fullwhere-bridge-retry "
-                     f"(visibility {VISIBILITY_TIMEOUT} s, maxReceiveCount {MAX_RECEIVE_COUNT}) -> fullwhere-bridge-dead-letter,"
-                     f" table {state['aws']['identity_table']}")
+                     f"(visibility {VISIBILITY_TIMEOUT} s, retention {_days(QUEUES.retention)}, maxReceiveCount "
+                     f"{MAX_RECEIVE_COUNT}) -> fullwhere-bridge-dead-letter (retention "
+                     f"{_days(QUEUES.dead_letter_retention)}), table {state['aws']['identity_table']}")
         lines.append("Retry worker: polling the retry queue, batches of 10. OPERA pull: "
-                     + (f"every {self.pull_every:g} s (every 5 minutes in AWS)." if self.pull_every > 0 else "off."))
+                     + (f"every {self.pull_every:g} s (every 5 minutes in AWS)." if self.pull_every > 0 else "off.")
+                     + " Sweeps: " + (f"every {self.sweep_every:g} s (each account every SWEEP_MINUTES)."
+                                      if self.sweep_every > 0 else "off."))
         lines.append("Try it: .venv/bin/python -m bridge_cli demo")
         return "\n".join(lines)
 
@@ -538,6 +602,10 @@ def redact_query_strings(line: str) -> str:
     return _QUERY.sub(lambda match: redact_url(match.group(0)), line)
 
 
+def _days(seconds: int) -> str:
+    return f"{seconds / 86400:g} days"
+
+
 def _write_json(path: Path, document: Any) -> None:
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text(json.dumps(document, indent=2))
@@ -610,6 +678,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                              "(default .sandbox, or $LOCAL_STACK_DIR)")
     parser.add_argument("--pull-every", type=float, default=DEFAULT_PULL_SECONDS, metavar="SECONDS",
                         help="run the scheduled OPERA Cloud pull this often (default 30; every 5 minutes in AWS; 0: never)")
+    parser.add_argument("--sweep-every", type=float, default=DEFAULT_SWEEP_SECONDS, metavar="SECONDS",
+                        help="run the scheduled sweeps this often (default 60, as in AWS; 0: never)")
     return parser.parse_args(argv)
 
 
@@ -629,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     # Ctrl-C stops the stack even when started from a shell that ignores SIGINT (a background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     stack = LocalStack(port=args.port, fullwhere_port=args.fullwhere_port, aws_port=args.aws_port,
-                       data_dir=args.data_dir, pull_every=args.pull_every)
+                       data_dir=args.data_dir, pull_every=args.pull_every, sweep_every=args.sweep_every)
     status = 0
     try:
         stack.start()

@@ -7,7 +7,7 @@ The bridge runs in this process through Chalice's test client, configured by ``S
 real HTTP to the Fullwhere emulator and to every platform's API emulator on 127.0.0.1, SQS and
 DynamoDB on moto's server, the real retry-worker handler driven by :class:`~sandbox.aws.LambdaSqsPoller`
 (Lambda's SQS event source mapping) and the real ``oracle_pull`` handler. Retry settings are small
-(``RETRY_BASE_SECONDS=0``, a 0.6 s inline budget) so the scenarios take seconds.
+(``RETRY_BASE_SECONDS=0``, a 0.6 s inline budget, a retry horizon of minutes) so the scenarios take seconds.
 
 What happens, in order:
 
@@ -23,14 +23,17 @@ What happens, in order:
 3. **inline budget**: Fullwhere answers slowly (some imports longer than any timeout, landing after the
    bridge gave up) and multi-guest webhooks (Chr365, SevenRooms, Mews) run out of inline budget
    mid-way: the rest of each webhook is finished from the queue;
-4. **poison**: an unreadable message and a job for an unknown platform are put on the retry queue;
+4. **poison**: an unreadable message (dead-lettered ``poisoned``) and a job of a platform this deployment
+   does not configure, planted a few seconds short of its retry horizon: held (``not_configured``), then
+   dead-lettered ``exhausted`` once the horizon has passed;
 5. **recovery**: faults stop, the platforms redeliver what got a 5xx, OPERA Cloud is pulled, and the
    worker drains the queue; its first invocations crash mid-batch (half the records done, then an
    exception: Lambda returns the whole batch to the queue).
 
 Then it checks the promises and prints the tally: every guest that should be imported is in Fullwhere
 exactly once; nothing is lost (imported + dead-lettered with a permanent reason + ignored by design =
-sent); the dead-letter queue holds only permanent failures; the EMF metrics count what the logs say.
+sent); the dead-letter queue holds only permanent failures (and the planted job, at its horizon); the EMF
+metrics count what the logs say.
 """
 
 from __future__ import annotations
@@ -39,6 +42,7 @@ import argparse
 import io
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -65,13 +69,17 @@ from sandbox.stack import FULLWHERE_KEY, Sandbox, reset_bridge_caches
 ROOT = Path(__file__).parent.parent
 INJECTED_REJECTION = "injected permanent rejection"
 POISON = ("retry queue", "poisoned messages")
-# Dead-letter kinds that say "this can never succeed as is". "exhausted" (attempts ran out) and a bare
-# job (moved by the queue's redrive policy) mean a transient failure outlasted the retries: a failure.
-PERMANENT_KINDS = ("permanent", "unrouted", "poisoned")
+HELD_TO_HORIZON = ("retry queue", "job of a platform not configured, held since just short of the horizon")
+# Dead-letter kinds that say "this can never succeed as is". "exhausted" (a failure that can heal outlasted
+# RETRY_HORIZON_HOURS) and a bare job (moved by the queue's redrive policy) are failures of the promise; the
+# one expected "exhausted" letter is the job the poison phase plants at the end of its horizon.
+PERMANENT_KINDS = ("permanent", "poisoned")
+# How much of its horizon that planted job has left when it is planted: it must be seen held first.
+HORIZON_LEFT_SECONDS = 4.0
 # What the lookup of an import in doubt found (the ``reason`` of its ``imported`` line).
 IN_DOUBT_CHECKED = ("earlier_import_landed", "earlier_import_had_not_landed")
 
-# Small retry settings: no backoff, a short inline budget (MAX_ATTEMPTS comes with the scale).
+# Small retry settings: no backoff, a short inline budget (RETRY_HORIZON_HOURS comes with the scale).
 SCENARIO_SETTINGS = {
     "INLINE_BUDGET_SECONDS": "0.6",
     "WORKER_CALL_TIMEOUT_SECONDS": "1",
@@ -97,19 +105,20 @@ class Scale:
     crashes: int  # worker invocations that crash mid-batch
     in_doubt: int  # per contactless platform: guests whose import lands late, and guests whose import is lost
     drain_seconds: float  # longest the recovery may take
-    # Without backoff one job can meet every scripted fault of an emulator in a row: attempts must outlast
-    # them all, or the job is dead-lettered as "exhausted" (which is right: the outage outlasted the retries).
-    max_attempts: int = 15
+    # The retry horizon, scaled down: longer than the whole run, since every scripted fault ends at the
+    # recovery, so a guest dead-lettered "exhausted" means a retry was lost or stalled, not a long outage.
+    horizon_hours: float = 0.05
 
     @property
     def max_receive_count(self) -> int:
-        return self.max_attempts + 10  # the worker, not the redrive policy, decides
+        # The template's rule 2 at this scale: a message nobody answers is moved only after the horizon.
+        return min(1000, math.ceil(self.horizon_hours * 3600 / VISIBILITY_TIMEOUT))
 
 
 SMALL = Scale(guests=3, missing=1, fullwhere_rounds=2, platform_rounds=1, outage_guests=1, budget_guests=4,
               crashes=2, in_doubt=1, drain_seconds=60)
 LARGE = Scale(guests=30, missing=5, fullwhere_rounds=20, platform_rounds=8, outage_guests=8, budget_guests=10,
-              crashes=6, in_doubt=5, drain_seconds=300, max_attempts=100)
+              crashes=6, in_doubt=5, drain_seconds=300, horizon_hours=0.25)
 # Guests known by a platform id only: Fullwhere cannot merge them, the identity ledger keeps them single.
 CONTACTLESS = ("deliveroo", "ubereats")
 
@@ -259,6 +268,7 @@ class ScenarioRunner:
         self.faults_consumed: Counter[str] = Counter()
         self.pull_runs = 0
         self.next_n = 1
+        self.held_to_horizon: set[str] = set()  # event ids of the jobs planted at the end of their horizon
         self._letters: list[Any] | None = None
 
     # -- handlers --------------------------------------------------------------------------------
@@ -490,11 +500,20 @@ class ScenarioRunner:
         self.say(f"imports in doubt: {len(batch)} guests without email or phone, answers lost")
 
     def poison(self) -> None:
+        """An unreadable message (dead-lettered ``poisoned`` at once), and a job of a platform this deployment
+        does not configure: not the event's fault, so it is held (``not_configured``) for its whole horizon,
+        then dead-lettered ``exhausted``. It stands for a job held for days: planted with ``first_seen`` just
+        short of the horizon, the worker meets it held now and gives up on it during the recovery."""
         url = self.sandbox.retry_queue_url
         self.sqs.send_message(QueueUrl=url, MessageBody="this is not a retry job {")
-        job = {"platform": "myspace", "tenant": "default", "event_id": "poison-1", "stage": "fetch", "event": {}}
+        self.injected[POISON] += 1
+        first_seen = time.time() - self.scale.horizon_hours * 3600 + HORIZON_LEFT_SECONDS
+        job = {"platform": "myspace", "tenant": "default", "event_id": "held-to-horizon-1", "stage": "fetch",
+               "event": {}, "first_seen": first_seen}
         self.sqs.send_message(QueueUrl=url, MessageBody=json.dumps(job))
-        self.injected[POISON] += 2
+        self.held_to_horizon.add(job["event_id"])
+        self.injected[HELD_TO_HORIZON] += 1
+        self.poller.drain(timeout=1)  # the worker meets both at once, while the faults still go on
 
     def recover(self) -> None:
         self.clear_faults()
@@ -532,7 +551,8 @@ class ScenarioRunner:
 
     def negative_controls(self, report: "Report", log_lines: list[dict[str, Any]]) -> dict[str, bool]:
         """Break Fullwhere's data on purpose and check that the verdict notices (a check that cannot fail
-        proves nothing): a second customer for one imported guest, then every customer gone."""
+        proves nothing): a second customer for one imported guest, then every customer gone, then a guest
+        dead-lettered ``exhausted``."""
         fullwhere = self.sandbox.fullwhere
         copies = Counter((platform, customer.get(SAMPLES[platform].id_field))
                          for customer in fullwhere.customers(FULLWHERE_KEY)
@@ -546,9 +566,48 @@ class ScenarioRunner:
         # for it, as dead-lettered): none may still count as imported.
         after = self.verdict(log_lines).totals
         loss = after["imported"] == after["duplicated"] == 0 and after["lost"] > report.totals["lost"]
-        return {"duplicate detected": duplicate, "loss detected": loss}
+        # A guest given up on at the horizon ("exhausted") is not a permanent failure: with its customer gone
+        # and such a letter planted, it must still count as lost, and the letter as a problem.
+        lettered = {(letter.get("job") or {}).get("event_id") for letter in self.dead_letters()
+                    if isinstance(letter, dict)}
+        guest = next(guest for sent in self.sent for guest in sent.guests if guest.expect == "import"
+                     and guest.platform != "oracle" and guest.event_ids and not guest.event_ids & lettered)
+        planted = {"kind": "exhausted", "reason": "still failing after RETRY_HORIZON_HOURS (a negative control)",
+                   "job": {"platform": guest.platform, "event_id": min(guest.event_ids)}}
+        self.dead_letters().append(planted)
+        try:
+            given_up = self.verdict(log_lines)
+        finally:
+            self.dead_letters().remove(planted)
+        exhausted = (given_up.totals["lost"] == after["lost"]
+                     and given_up.totals["dead-lettered"] == after["dead-lettered"]
+                     and any("exhausted letter" in problem for problem in given_up.problems))
+        return {"duplicate detected": duplicate, "loss detected": loss, "exhausted guest detected": exhausted}
 
     # -- the verdict -----------------------------------------------------------------------------
+    def _held_to_horizon(self, letter: Any) -> bool:
+        """The ``exhausted`` letter of a job the poison phase planted at the end of its horizon."""
+        return (isinstance(letter, dict) and letter.get("kind") == "exhausted"
+                and (letter.get("job") or {}).get("event_id") in self.held_to_horizon)
+
+    def _check_held_to_horizon(self, letters: list[dict[str, Any]], log_lines: list[dict[str, Any]]) -> list[str]:
+        """Each planted job was held (``not_configured``), never dead-lettered for it, then dead-lettered
+        ``exhausted`` once its horizon had passed, the reason saying so."""
+        problems = []
+        ended = {letter["job"]["event_id"] for letter in letters}
+        if ended != self.held_to_horizon:
+            problems.append(f"jobs held to their horizon: {sorted(self.held_to_horizon)} planted, "
+                            f"{sorted(ended)} dead-lettered exhausted")
+        for letter in letters:
+            reason = letter.get("reason", "")
+            if "RETRY_HORIZON_HOURS" not in reason or "not configured" not in reason:
+                problems.append(f"a job held to its horizon was dead-lettered for {reason!r}")
+        held = {line.get("event_id") for line in log_lines
+                if line.get("outcome") == "held" and line.get("reason") == "not_configured" and "_aws" not in line}
+        if not self.held_to_horizon <= held:
+            problems.append(f"jobs never held before their horizon ended: {sorted(self.held_to_horizon - held)}")
+        return problems
+
     def verdict(self, log_lines: list[dict[str, Any]]) -> "Report":
         customers = self.sandbox.fullwhere.customers(FULLWHERE_KEY)
         imported: dict[str, Counter[str]] = defaultdict(Counter)
@@ -610,17 +669,19 @@ class ScenarioRunner:
         for letter in letters:
             kind = letter.get("kind") if isinstance(letter, dict) else None
             report.dead_letter_kinds[kind or "bare job (redrive policy)"] += 1
-            if kind not in PERMANENT_KINDS:
+            if kind not in PERMANENT_KINDS and not self._held_to_horizon(letter):
                 report.problems.append(f"dead-letter queue holds a {kind or 'bare'} letter: "
                                        f"{(letter.get('reason') if isinstance(letter, dict) else letter)!r}")
-        poisoned = [letter for letter in stray_letters if letter.get("kind") in ("poisoned", "unrouted")]
+        poisoned = [letter for letter in stray_letters if letter.get("kind") == "poisoned"]
         # A crash mid-batch repeats what the batch did before it: a message may be dead-lettered twice.
         distinct = {json.dumps([letter.get("raw"), (letter.get("job") or {}).get("event_id")]) for letter in poisoned}
         if len(distinct) != self.injected[POISON]:
             report.problems.append(f"{len(distinct)} poisoned messages dead-lettered, "
                                    f"{self.injected[POISON]} injected")
+        exhausted = [letter for letter in stray_letters if self._held_to_horizon(letter)]
+        report.problems += self._check_held_to_horizon(exhausted, log_lines)
         for letter in stray_letters:
-            if letter not in poisoned:
+            if letter not in poisoned and letter not in exhausted:
                 report.problems.append(f"dead letter of no sent guest: {letter!r}"[:300])
         if self.queue_depth():
             report.problems.append(f"the retry queue still holds {self.queue_depth()} messages")
@@ -780,7 +841,8 @@ def run(scale: Scale = SMALL, seed: int = 5, say: Callable[[str], None] | None =
         sandbox.retry_queue_url = aws_settings["RETRY_QUEUE_URL"]
         sandbox.dead_letter_queue_url = aws_settings["DEAD_LETTER_QUEUE_URL"]
         sandbox.identity_table = aws_settings["IDENTITY_TABLE"]
-        settings = {**sandbox.environment(), **aws_settings, **SCENARIO_SETTINGS, "MAX_ATTEMPTS": str(scale.max_attempts)}
+        settings = {**sandbox.environment(), **aws_settings, **SCENARIO_SETTINGS,
+                    "RETRY_HORIZON_HOURS": str(scale.horizon_hours)}
         tap = LogTap(outer)
         with bridge_environment(settings):
             metrics.flush(io.StringIO())  # counts left by earlier code in this process are not ours

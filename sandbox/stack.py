@@ -8,10 +8,12 @@ the demo, the fault-injection scenarios, the load script and the benchmarks.
 
 from __future__ import annotations
 
+import functools
 import json
 import tempfile
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,37 @@ from sandbox.emulators.fullwhere import FullwhereEmulator
 # platform's are in its module (sandbox/platforms/); SECRETS gathers them all (the tests look for leaks).
 FULLWHERE_KEY, FULLWHERE_SECRET = "sandbox-key", "sandbox-secret"
 SECRETS: dict[str, str] = {key: value for name in platforms.names() for key, value in platforms.module(name).SECRETS.items()}
+
+
+TEMPLATE = Path(__file__).resolve().parent.parent / "deploy" / "resources.yaml"
+
+
+@dataclass(frozen=True)
+class QueuePolicy:
+    """The queues' limits in the AWS stack: what the sandbox's queues copy."""
+
+    visibility_timeout: int
+    max_receive_count: int
+    retention: int  # seconds, the retry queue's MessageRetentionPeriod
+    dead_letter_retention: int
+
+
+@functools.cache
+def template_queues(path: Path = TEMPLATE) -> QueuePolicy:
+    """The queue attributes of ``deploy/resources.yaml``, read rather than copied so the two never differ."""
+    import yaml
+
+    class Loader(yaml.SafeLoader):
+        pass
+
+    # CloudFormation's short forms (!Ref, !GetAtt, ...): the attributes read here are plain numbers.
+    Loader.add_multi_constructor("!", lambda loader, suffix, node: None)
+    resources = yaml.load(path.read_text(), Loader=Loader)["Resources"]
+    retry, dead_letter = resources["RetryQueue"]["Properties"], resources["DeadLetterQueue"]["Properties"]
+    return QueuePolicy(visibility_timeout=int(retry["VisibilityTimeout"]),
+                       max_receive_count=int(retry["RedrivePolicy"]["maxReceiveCount"]),
+                       retention=int(retry["MessageRetentionPeriod"]),
+                       dead_letter_retention=int(dead_letter["MessageRetentionPeriod"]))
 
 
 def sources_document(emulators: Mapping[str, EmulatorServer]) -> dict[str, Any]:
@@ -65,7 +98,8 @@ class Sandbox:
         self.sources_file = Path(self._workdir.name) / "sources.json"
 
     # -- lifecycle ---------------------------------------------------------------------------------
-    def start(self, max_receive_count: int = 8, visibility_timeout: int = 720) -> "Sandbox":
+    def start(self, max_receive_count: int | None = None, visibility_timeout: int | None = None) -> "Sandbox":
+        """Start everything; the queues get the AWS stack's attributes (:func:`template_queues`) unless given."""
         if self.with_fullwhere:
             self.fullwhere.start()
         for server in self.platforms.values():
@@ -73,9 +107,13 @@ class Sandbox:
         self.sources_file.write_text(json.dumps(sources_document(self.platforms)))
         if self.with_aws:
             self._moto, self.aws_endpoint = aws.start_moto(self._aws_port)
+            policy = template_queues()
             self.retry_queue_url, self.dead_letter_queue_url = aws.create_queues(
-                self.aws_endpoint, self.retry_queue_name, max_receive_count=max_receive_count,
-                visibility_timeout=visibility_timeout, dead_letter_name=self.dead_letter_queue_name)
+                self.aws_endpoint, self.retry_queue_name,
+                max_receive_count=policy.max_receive_count if max_receive_count is None else max_receive_count,
+                visibility_timeout=policy.visibility_timeout if visibility_timeout is None else visibility_timeout,
+                dead_letter_name=self.dead_letter_queue_name, retention=policy.retention,
+                dead_letter_retention=policy.dead_letter_retention)
             aws.create_identity_table(self.aws_endpoint, self.identity_table)
         return self
 

@@ -16,6 +16,7 @@ import sys
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Self, Union
 from urllib.parse import parse_qs, urlsplit
@@ -130,6 +131,17 @@ class FaultPlan:
         return None
 
 
+def instant(text: Any) -> datetime | None:
+    """An ISO 8601 time in a request or a stored item (UTC when it has no zone); None when it is not one."""
+    if not isinstance(text, str):
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
+
+
 def _matches(prefix: str | None, path: str) -> bool:
     return prefix is None or path.startswith(prefix)
 
@@ -242,6 +254,10 @@ class EmulatorServer:
         self._stopping = threading.Event()
         self._httpd: _HTTPServer | None = None
         self._thread: threading.Thread | None = None
+        # Requests being served right now, and the most at once since the last reset (a drain's concurrency).
+        self.in_flight = 0
+        self.peak_in_flight = 0
+        self._in_flight_lock = threading.Lock()
 
     # -- routing ---------------------------------------------------------------
 
@@ -350,6 +366,8 @@ class EmulatorServer:
         self.faults.reset()
         self.latency = self._default_latency
         self.errors.clear()
+        with self._in_flight_lock:
+            self.peak_in_flight = self.in_flight
 
     def reset_state(self) -> None:
         """Hook for subclasses: clear emulated data and counters."""
@@ -357,6 +375,16 @@ class EmulatorServer:
     # -- request handling ------------------------------------------------------
 
     def _serve(self, handler: _RequestHandler) -> None:
+        with self._in_flight_lock:
+            self.in_flight += 1
+            self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
+        try:
+            self._serve_counted(handler)
+        finally:
+            with self._in_flight_lock:
+                self.in_flight -= 1
+
+    def _serve_counted(self, handler: _RequestHandler) -> None:
         raw = _read_body(handler)
         headers = {k.lower(): v for k, v in handler.headers.items()}
         request = Request.parse(handler.command, handler.path, headers, raw)

@@ -5,6 +5,10 @@ the sandbox's credentials, webhook signing and the sample guest.
   "Successfully authenticated.", "data": {"token", "token_expiration_datetime"}}``; the token "expires
   after 24 hours" and goes back raw (no ``Bearer``) in ``Authorization`` [V: Concierge API OpenAPI].
 - GET {base}/clients/{client_id} → ``{"data": {...client...}}`` [S: a production consumer].
+- GET {base}/reservations/export?venue_id|venue_group_id&updated_since&limit&cursor → ``{"data": {"results":
+  [...reservations...], "cursor": ...}}`` [S: public clients; the docs are gated]: the sweep's list call. Here the
+  reservations updated at or after ``updated_since`` (ISO 8601, read as UTC when it has no zone), oldest first,
+  ``limit`` (at most 400) a page, the cursor opaque.
 
 The base path is the API version, as on SevenRooms' servers (``https://api.sevenrooms.com/2_4``): point
 ``SEVENROOMS_API_URL`` at ``emulator.api_url``. Error bodies are not published; these are plausible
@@ -32,6 +36,8 @@ if TYPE_CHECKING:
 API_PREFIX = "/2_4"
 AUTH_PATH = f"{API_PREFIX}/auth"
 CLIENTS_PREFIX = f"{API_PREFIX}/clients/"
+EXPORT_PATH = f"{API_PREFIX}/reservations/export"
+EXPORT_MAX_LIMIT = 400
 TOKEN_TTL = timedelta(hours=24)
 
 
@@ -44,10 +50,13 @@ class SevenRoomsEmulator(EmulatorServer):
         self.client_secret = client_secret
         self.token_requests = 0  # tokens issued: tests assert the bridge caches them
         self.client_requests = 0  # client lookups answered 200
+        self.export_requests = 0  # export pages answered 200
         self._tokens: set[str] = set()
         self._clients: dict[str, dict[str, Any]] = {}
+        self._reservations: dict[str, dict[str, Any]] = {}
         self.route("POST", AUTH_PATH, self._auth)
         self.route_prefix("GET", CLIENTS_PREFIX, self._client)
+        self.route("GET", EXPORT_PATH, self._export)
 
     @property
     def api_url(self) -> str:
@@ -59,6 +68,11 @@ class SevenRoomsEmulator(EmulatorServer):
         with self.lock:
             self._clients[client["id"]] = copy.deepcopy(client)
 
+    def add_reservation(self, reservation: dict[str, Any]) -> None:
+        """A reservation the export lists (its ``updated``, ``venue_id`` and ``venue_group_id`` filter it)."""
+        with self.lock:
+            self._reservations[reservation["id"]] = copy.deepcopy(reservation)
+
     def revoke_tokens(self) -> None:
         """Invalidate every issued token (the next lookup gets 401), to test renewal."""
         with self.lock:
@@ -67,8 +81,10 @@ class SevenRoomsEmulator(EmulatorServer):
     def reset_state(self) -> None:
         self.token_requests = 0
         self.client_requests = 0
+        self.export_requests = 0
         self._tokens.clear()
         self._clients.clear()
+        self._reservations.clear()
 
     # -- handlers ------------------------------------------------------------------
 
@@ -95,6 +111,39 @@ class SevenRoomsEmulator(EmulatorServer):
                 return 404, {"status": 404, "msg": "Client not found."}
             self.client_requests += 1
             return 200, {"status": 200, "data": copy.deepcopy(client)}
+
+
+    def _export(self, request: Request):
+        token = request.headers.get("authorization", "")
+        query = request.query
+        since = _instant(query.get("updated_since", ""))
+        filters = [(key, query[key]) for key in ("venue_id", "venue_group_id") if query.get(key)]
+        if since is None or len(filters) != 1:
+            return 400, {"status": 400, "msg": "updated_since and one of venue_id, venue_group_id are required."}
+        try:
+            limit = min(int(query.get("limit") or EXPORT_MAX_LIMIT), EXPORT_MAX_LIMIT)
+            offset = int(query.get("cursor") or 0)
+        except ValueError:
+            return 400, {"status": 400, "msg": "Invalid limit or cursor."}
+        key, value = filters[0]
+        with self.lock:
+            if token not in self._tokens:
+                return 401, {"status": 401, "msg": "Invalid or expired token."}
+            matching = sorted((r for r in self._reservations.values()
+                               if r.get(key) == value and (_instant(r.get("updated") or "") or since) >= since),
+                              key=lambda r: (r.get("updated") or "", r["id"]))
+            page = copy.deepcopy(matching[offset:offset + limit])
+            self.export_requests += 1
+        more = offset + limit < len(matching)
+        return 200, {"status": 200, "data": {"results": page, "cursor": str(offset + limit) if more else None}}
+
+
+def _instant(text: str) -> datetime | None:
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    return moment.replace(tzinfo=timezone.utc) if moment.tzinfo is None else moment
 
 
 # -- the sandbox's SevenRooms -----------------------------------------------------------------------

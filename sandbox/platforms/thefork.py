@@ -7,6 +7,10 @@ sandbox's credentials, webhook signing and the sample guest.
 - GET /manager/v1/customers/{id} and /manager/v1/reservations/{id} (api.thefork.io/manager in
   production) with ``Authorization: Bearer``; errors in TheFork's documented shape
   ``{"data": {"code": ...}, "error": ..., "statusCode": ...}``.
+- GET /manager/v1/customers?groupUuid&startDate&endDate&limit&page (the sweeps): the uuids of a group's customers
+  created or updated between two dates (``YYYY-MM-DD``, both included, compared with the UTC date of each
+  customer's last change), ``{"data": [uuid, ...], "totalCount", "page", "limit"}``, most recent first; a client
+  limited by ``access`` lists only the groups named there (403 otherwise).
 
 Point ``THEFORK_AUTH_URL`` at ``emulator.url`` and ``THEFORK_API_URL`` at ``emulator.api_url``.
 """
@@ -17,6 +21,7 @@ import copy
 import hmac
 import secrets
 from collections.abc import Mapping
+from datetime import date, datetime, timezone
 from typing import TYPE_CHECKING, Any
 
 from sandbox.emulators.base import EmulatorServer, Request
@@ -28,11 +33,14 @@ if TYPE_CHECKING:
 TOKEN_PATH = "/oauth/token"
 API_PREFIX = "/manager"
 CUSTOMERS_PREFIX = f"{API_PREFIX}/v1/customers/"
+CUSTOMERS_LIST = f"{API_PREFIX}/v1/customers"
+GROUP = "c1fa3225-690d-4b86-b255-042b3c218b68"  # the sandbox's group (the webhook samples' groupUuid)
 RESERVATIONS_PREFIX = f"{API_PREFIX}/v1/reservations/"
 AUDIENCE = "https://api.thefork.io"
 TOKEN_TTL_SECONDS = 8600  # docs.thefork.io/B2B-API/authentication
 
 UNAUTHORIZED = {"data": {"code": ""}, "error": "Unauthorized", "statusCode": 401}
+FORBIDDEN = {"data": {"code": "FORBIDDEN"}, "error": "Forbidden", "statusCode": 403}
 
 
 def not_found(code: str) -> dict[str, Any]:
@@ -49,10 +57,12 @@ class TheForkEmulator(EmulatorServer):
         self.token_requests = 0  # tests assert the bridge caches tokens
         self._tokens: dict[str, str] = {}  # token -> client id
         self._customers: dict[str, dict[str, Any]] = {}
+        self._changes: dict[str, tuple[str | None, datetime]] = {}  # customer id -> (group uuid, last change)
         self._reservations: dict[str, dict[str, Any]] = {}
         # client id -> customer/reservation ids it may read (None: everything)
         self.access: dict[str, set[str] | None] = {}
         self.route("POST", TOKEN_PATH, self._token)
+        self.route("GET", CUSTOMERS_LIST, self._list_customers)
         self.route_prefix("GET", CUSTOMERS_PREFIX, self._lookup(self._customers, CUSTOMERS_PREFIX, "CUSTOMER_NOT_FOUND"))
         self.route_prefix("GET", RESERVATIONS_PREFIX,
                           self._lookup(self._reservations, RESERVATIONS_PREFIX, "RESERVATION_NOT_FOUND"))
@@ -63,9 +73,12 @@ class TheForkEmulator(EmulatorServer):
 
     # -- test helpers ------------------------------------------------------------
 
-    def add_customer(self, customer: dict[str, Any]) -> None:
+    def add_customer(self, customer: dict[str, Any], group: str | None = None,
+                     changed: datetime | None = None) -> None:
+        """A customer, readable by id; listed under ``group`` as changed at ``changed`` (default: now)."""
         with self.lock:
             self._customers[customer["customerUuid"]] = copy.deepcopy(customer)
+            self._changes[customer["customerUuid"]] = (group, changed or datetime.now(timezone.utc))
 
     def add_reservation(self, reservation: dict[str, Any]) -> None:
         with self.lock:
@@ -85,6 +98,7 @@ class TheForkEmulator(EmulatorServer):
         self.token_requests = 0
         self._tokens.clear()
         self._customers.clear()
+        self._changes.clear()
         self._reservations.clear()
         self.access.clear()
 
@@ -107,6 +121,31 @@ class TheForkEmulator(EmulatorServer):
             self._tokens[token] = form["client_id"]
             ttl = self.token_ttl
         return 200, {"access_token": token, "expires_in": ttl, "token_type": "Bearer"}
+
+    def _list_customers(self, request: Request):
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        query = request.query
+        with self.lock:
+            client_id = self._tokens.get(token) if scheme.lower() == "bearer" else None
+            if client_id is None:
+                return 401, UNAUTHORIZED
+            try:
+                group = query["groupUuid"]
+                start, end = date.fromisoformat(query["startDate"]), date.fromisoformat(query["endDate"])
+                limit, page = int(query.get("limit", 100)), int(query.get("page", 1))
+            except (KeyError, ValueError):
+                return 400, {"data": {"code": "BAD_REQUEST"}, "error": "Bad Request", "statusCode": 400}
+            if not 0 < limit <= 10000 or page < 1:
+                return 400, {"data": {"code": "BAD_REQUEST"}, "error": "Bad Request", "statusCode": 400}
+            allowed = self.access.get(client_id)
+            if allowed is not None and group not in allowed:
+                return 403, FORBIDDEN
+            changed = sorted(((moment, uuid) for uuid, (owner, moment) in self._changes.items()
+                              if owner == group and start <= moment.astimezone(timezone.utc).date() <= end),
+                             reverse=True)
+        uuids = [uuid for _, uuid in changed]
+        return 200, {"data": uuids[(page - 1) * limit:page * limit], "totalCount": len(uuids), "page": page,
+                     "limit": limit}
 
     def _lookup(self, store: dict[str, dict[str, Any]], prefix: str, not_found_code: str):
         def handler(request: Request):
@@ -145,6 +184,7 @@ def environment(emulator: TheForkEmulator) -> dict[str, str]:
         "THEFORK_CLIENT_SECRET": SECRETS["thefork_client_secret"],
         "THEFORK_API_URL": emulator.api_url,
         "THEFORK_AUTH_URL": emulator.url,
+        "THEFORK_SWEEP_ACCOUNTS": GROUP,
     }
 
 
@@ -157,7 +197,7 @@ def _build(sandbox: Sandbox, n: int) -> dict[str, Any]:
     customer_uuid = guest_uuid("thefork", n)
     customer = {**fixture("thefork/customer.json"), "customerUuid": customer_uuid, "firstName": f"Guest{n}",
                 "lastName": "Fork", "email": f"guest{n}@thefork.sandbox.example", "phone": None}
-    sandbox.platforms["thefork"].add_customer(customer)
+    sandbox.platforms["thefork"].add_customer(customer, group=GROUP)
     return {**fixture("thefork/customer_created.json"), "uuid": customer_uuid}
 
 

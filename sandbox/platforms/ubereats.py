@@ -4,6 +4,10 @@ the sandbox's app credentials, webhook signing and the sample guest.
 - POST /oauth/v2/token: client-credentials tokens (auth.uber.com in production).
 - GET /v2/eats/order/{order_id}: order details, the only place eater data lives,
   since webhooks are thin notifications.
+- GET /v1/delivery/store/{store_id}/orders?start_time&end_time&page_size&next_page_token: the store's orders
+  placed in [start_time, end_time) (ISO 8601), oldest first, at most 50 a page, as ``{"data": [{id,
+  current_state, placed_at, store}], "pagination_data": {"next_page_token"}}``: the sweep's list call, as public
+  clients call it [S] (Uber's reference for it is not public; the emulator's shape is that second-hand one).
 
 Point both base URLs of the bridge at `emulator.url`, and build notifications
 with `make_notification(..., base_url=emulator.url)` so resource_href resolves here.
@@ -20,7 +24,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from chalicelib.core.signatures import hmac_sha256_hex
-from sandbox.emulators.base import EmulatorServer, Request
+from sandbox.emulators.base import EmulatorServer, Request, instant
 from sandbox.platforms import Sample, fixture, guest_uuid, required
 
 if TYPE_CHECKING:
@@ -28,6 +32,9 @@ if TYPE_CHECKING:
 
 TOKEN_PATH = "/oauth/v2/token"
 ORDER_PREFIX = "/v2/eats/order/"
+STORE_ORDERS_PREFIX = "/v1/delivery/store/"
+STORE_ORDERS_SUFFIX = "/orders"
+MAX_PAGE_SIZE = 50
 TOKEN_TTL_SECONDS = 2_592_000  # 30 days [S]
 DEFAULT_SCOPE = "eats.store.orders.read"
 
@@ -95,11 +102,13 @@ class UberEatsEmulator(EmulatorServer):
         # Uber answers 429 past 100 client-credentials token requests per hour.
         self.token_limit_per_hour = token_limit_per_hour
         self.token_requests = 0  # tokens issued: tests assert the bridge caches them
+        self.list_requests = 0  # store order list pages answered 200
         self._issued_at: deque[float] = deque()
         self._tokens: dict[str, str] = {}  # token -> scope
         self._orders: dict[str, dict[str, Any]] = {}
         self.route("POST", TOKEN_PATH, self._token)
         self.route_prefix("GET", ORDER_PREFIX, self._order)
+        self.route_prefix("GET", STORE_ORDERS_PREFIX, self._store_orders)
 
     # -- test helpers ------------------------------------------------------------
 
@@ -114,6 +123,7 @@ class UberEatsEmulator(EmulatorServer):
 
     def reset_state(self) -> None:
         self.token_requests = 0
+        self.list_requests = 0
         self._issued_at.clear()
         self._tokens.clear()
         self._orders.clear()
@@ -152,6 +162,33 @@ class UberEatsEmulator(EmulatorServer):
         if order is None:
             return 404, ORDER_NOT_FOUND
         return 200, order
+
+    def _store_orders(self, request: Request):
+        store_id, _, rest = request.route[len(STORE_ORDERS_PREFIX):].partition("/")
+        if f"/{rest}" != STORE_ORDERS_SUFFIX or not store_id:
+            return 404, {"code": "not_found", "message": "no such resource"}
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        query = request.query
+        start, end = instant(query.get("start_time")), instant(query.get("end_time"))
+        try:
+            size = min(int(query.get("page_size") or MAX_PAGE_SIZE), MAX_PAGE_SIZE)
+            offset = int(query.get("next_page_token") or 0)
+        except ValueError:
+            return 400, {"code": "invalid_request", "message": "invalid page_size or next_page_token"}
+        with self.lock:
+            if scheme.lower() != "bearer" or token not in self._tokens:
+                return 401, UNAUTHORIZED
+            placed = [(moment, order) for order in self._orders.values()
+                      if (order.get("store") or {}).get("id") == store_id
+                      and (moment := instant(order.get("placed_at"))) is not None
+                      and (start is None or moment >= start) and (end is None or moment < end)]
+            matching = [{"id": order["id"], "current_state": order.get("current_state"),
+                         "placed_at": order.get("placed_at"), "store": {"id": store_id}}
+                        for _, order in sorted(placed, key=lambda pair: (pair[0], pair[1]["id"]))]
+            self.list_requests += 1
+        more = offset + size < len(matching)
+        return 200, {"data": matching[offset:offset + size],
+                     "pagination_data": {"next_page_token": str(offset + size) if more else None}}
 
 
 # -- the sandbox's Uber Eats --------------------------------------------------------------------------
