@@ -84,6 +84,55 @@ def parser() -> argparse.ArgumentParser:
     backfill.add_argument("--max-rows", type=int, metavar="N", help="stop after N more records (run again to go on)")
     backfill.add_argument("--restart", action="store_true", help="ignore the recorded progress and start over")
 
+    tenants = commands.add_parser(
+        "tenants", help="connect a restaurant: check its credentials, the URLs to register, new secrets",
+        description="The tenants document (--file, else TENANTS_FILE or TENANTS_SECRET_ID; none: one default tenant "
+                    "with the bridge's settings), with the bridge's settings from the environment (and SECRETS_ID). "
+                    "See the README, \"Tenants: connecting a restaurant\".")
+    tenants_commands = tenants.add_subparsers(dest="tenants_command", metavar="COMMAND", required=True)
+    tenants_check = tenants_commands.add_parser(
+        "check", help="validate the document, then try every credential against the live APIs",
+        description="Validate the tenants document with the bridge's own model, then try each tenant's Fullwhere key "
+                    "(POST /partners/customer/list, limit 1) and platform credentials (each platform's token "
+                    "endpoint or one read), and show whether each webhook secret is set. Prints ok / rejected / "
+                    "unreachable / not configured with the reason, never a secret. Exit status: 1 when anything is "
+                    "rejected (or invalid), 3 when nothing is but something could not be reached, else 0.")
+    tenants_check.add_argument("--timeout", type=float, default=10, metavar="SECONDS",
+                               help="for each call (default 10)")
+    tenants_check.add_argument("--json", action="store_true", help="one JSON object per line")
+    tenants_urls = tenants_commands.add_parser(
+        "urls", help="the webhook URL to register on each platform, where, and the secret that goes with it",
+        description="For each platform of a tenant: the exact webhook URL, where on the platform to register it, and "
+                    "which secret or token goes with it (named; printed only with --show-secrets, and a token that "
+                    "travels in the URL is a placeholder without it).")
+    tenants_urls.add_argument("--base", metavar="URL",
+                              help="the bridge's base URL, e.g. the stack's EndpointURL output (default: the running "
+                                   "local stack's, else https://<bridge>)")
+    tenants_urls.add_argument("--show-secrets", action="store_true", help="print the secrets and put tokens in URLs")
+    tenants_urls.add_argument("--json", action="store_true", help="one JSON object per line")
+    for command in (tenants_check, tenants_urls):
+        command.add_argument("--tenant", metavar="ID", help="only this tenant (default: every tenant)")
+        command.add_argument("--file", metavar="FILE", help="the tenants document to read (default: TENANTS_FILE, "
+                                                            "else TENANTS_SECRET_ID)")
+    tenants_secret = tenants_commands.add_parser(
+        "new-secret", help="a fresh random secret in the format a platform expects",
+        description="Print a fresh random secret in the format PLATFORM expects (a URL-safe token for URL tokens and "
+                    "Meta's Verify Token, hex for Zelty and HMAC sources, whsec_ + Base64 for Standard Webhooks "
+                    "sources, a keyId and Base64 hmacKey for Simphony), alone on standard output; where it goes, on "
+                    "standard error. Without --platform: one for every platform that takes a secret you choose.")
+    tenants_secret.add_argument("--platform", metavar="NAME", help="the platform (default: every platform)")
+
+    sweep = commands.add_parser(
+        "sweep", help="run one reconciliation sweep now, or backfill from a date",
+        description="Sweep every platform account now (due or not): list what changed since its cursor and import "
+                    "what no webhook delivered, moving the cursors as the scheduled sweeps do. With IDENTITY_TABLE in "
+                    "the environment: against that table and the bridge's settings (AWS credentials from the usual "
+                    "places); else the running local stack. --since lists every account from that date whatever its "
+                    "cursor (a backfill); cursors never move back.")
+    sweep.add_argument("--since", metavar="DATE", help="backfill from this date (YYYY-MM-DD, UTC) or ISO date-time")
+    sweep.add_argument("--platform", action="append", metavar="NAME", help="only this platform (repeatable)")
+    sweep.add_argument("--tenant", action="append", metavar="ID", help="only this tenant (repeatable)")
+
     settings_doc = commands.add_parser(
         "settings-doc", help="write docs/settings.md from the settings models",
         description="Write docs/settings.md from the settings models (the bridge-wide settings and each platform's): "
@@ -95,11 +144,14 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from bridge_cli import backfill, demo, dlq, settings_doc, signing
+    from bridge_cli import backfill, demo, dlq, settings_doc, signing, sweep, tenants
 
     handlers = {"demo": demo.run, "sign": signing.sign, "replay": signing.replay, "backfill": backfill.run,
-                "settings-doc": settings_doc.run, ("dlq", "list"): dlq.list_, ("dlq", "redrive"): dlq.redrive}
-    handler = handlers[(args.command, args.dlq_command) if args.command == "dlq" else args.command]
+                "settings-doc": settings_doc.run, ("dlq", "list"): dlq.list_, ("dlq", "redrive"): dlq.redrive,
+                ("tenants", "check"): tenants.check, ("tenants", "urls"): tenants.urls,
+                ("tenants", "new-secret"): tenants.new_secret, "sweep": sweep.run}
+    subcommand = {"dlq": "dlq_command", "tenants": "tenants_command"}.get(args.command)
+    handler = handlers[(args.command, getattr(args, subcommand)) if subcommand else args.command]
     try:
         return handler(args)
     except CliError as exc:

@@ -34,9 +34,11 @@ webhook secret is unset refuses every webhook with 401. Where the values come fr
 
 ## Where settings come from
 
-All read from the environment, once per container, on first use; an empty variable counts as unset.
-`.chalice/config.json` sets none of them. In AWS, secret values may instead live in one Secrets Manager
-secret named by `SECRETS_ID` (a JSON object with the same keys); the environment wins over it.
+All read from the environment on first use, and again every `CONFIG_REFRESH_SECONDS`; an empty variable
+counts as unset. `.chalice/config.json` sets none of them. In AWS, secret values may instead live in one
+Secrets Manager secret named by `SECRETS_ID` (a JSON object with the same keys); the environment wins over it.
+A new version that is invalid is refused and the last valid one kept
+([architecture.md](architecture.md#configuration-that-follows-its-source)).
 """
 
 BRIDGE_NOTES = """\
@@ -59,14 +61,36 @@ uses the `FULLWHERE_*` and `MEWS_ACCESS_TOKEN` settings and owns every platform 
     "deliveroo": {"accounts": {"<order.location_id>": {}}},
     "ubereats":  {"accounts": {"<store id = webhook meta.user_id>": {}}},
     "mews":      {"accounts": {"<EnterpriseId>": {"access_token": "<that enterprise's AccessToken>"}}},
-    "thefork":   {"accounts": {"<restaurantUuid>": {}, "<groupUuid>": {}}},
+    "thefork":   {"accounts": {"<restaurantUuid>": {"client_id": "…", "client_secret": "…"},
+                               "<groupUuid>": {"client_id": "…", "client_secret": "…"}}},
     "meta":      {"accounts": {"<page id>": {"page_access_token": "<that Page's long-lived token>"}}},
-    "sevenrooms": {"accounts": {"<venue_id>": {}, "<venue_group_id>": {}}},
-    "zelty":     {"accounts": {"<restaurant_id>": {}}},
-    "oracle":    {"accounts": {"<hotel code>": {}}},
-    "zenchef":   {"accounts": {"<the source's account_id value>": {}}}
+    "sevenrooms": {"webhook_secret": "<this tenant's URL token or HMAC key>",
+                   "accounts": {"<venue_id>": {"client_id": "…", "client_secret": "…"},
+                                "<venue_group_id>": {"client_id": "…", "client_secret": "…"}}},
+    "zelty":     {"webhook_secret": "<the secret_key this tenant's brands registered>",
+                  "accounts": {"<restaurant_id>": {}}},
+    "oracle":    {"accounts": {"<hotel code>": {"client_id": "…", "client_secret": "…", "app_key": "…"}}},
+    "simphony":  {"hmac_keys": {"<keyId>": "<base64 hmacKey>"}, "accounts": {"<orgShortName>": {}}},
+    "zenchef":   {"webhook_secret": "<the secret in the source's auth format>",
+                  "accounts": {"<the source's account_id value>": {}}},
+    "como":      {"webhook_secret": "…",
+                  "accounts": {"<branchId>": {"COMO_API_KEY": "…", "COMO_BRANCH_ID": "…", "COMO_POS_ID": "…"}}}
   }}]}
 ```
+
+**Tenants are walls.** On a platform whose accounts each register the webhook with their own secret (Zelty,
+SevenRooms, Simphony, every declarative source), a tenant's requests are verified with its own
+`webhook_secret` (Simphony: `hmac_keys`, `{"<keyId>": "<base64 hmacKey>"}`; a Standard Webhooks source:
+a `whsec_` secret): the accounts the body names pick the tenant, and a request naming another tenant's
+account, or accounts of several tenants, or none that a tenant lists, is refused (401). A tenant without its
+own makes those webhooks answer 503 (`misconfigured`); the `<PLATFORM>_*` webhook secret is never used for a
+tenant of the document. The other platforms' secrets are one per integration (Deliveroo, Uber Eats, Mews'
+URL token, TheFork's URL token, Meta's app secret) and stay in the settings; a `webhook_secret` given for them
+is refused at load. Likewise, a tenant's events are fetched with its account entry's credentials only (the
+keys above; a declarative source's: the variables its fetch names), never with the settings', which are the
+`default` tenant's: an account without them is held (`not_configured`) until they are added. Uber Eats' app
+credentials and Mews' `ClientToken` are one per integration and shared. The decision for each platform,
+with its source: [platforms.md](platforms.md#webhook-secrets-per-integration-or-per-account).
 
 The document is validated at load (unknown platforms, duplicate ids, an account listed by two tenants
 are errors with a clear message). An event whose account no tenant lists goes to the dead-letter
