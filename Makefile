@@ -6,7 +6,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 PORT   ?= 8000
 
-.PHONY: run test venv clean package deploy deploy-check
+.PHONY: run test venv clean package rehearse deploy deploy-check
 
 # AWS package and deployment (README, "Deploying to AWS").
 STAGE       ?= dev
@@ -34,14 +34,22 @@ test: venv
 
 # chalice package (CloudFormation/SAM) merged with deploy/resources.yaml, then .pyc for the runtime's
 # Python in both zips (the layer: bytecode only, trimmed; docs/performance.md, "How the package is built").
+# First it refuses a retry worker timeout too short for one attempt (deploy/check_timeouts.py).
 # Needs no AWS account; any region will do (the template uses ${AWS::Region}).
 package: venv
+	$(BIN)/python deploy/check_timeouts.py --stage $(STAGE)
 	rm -f $(PACKAGE_DIR)/sam.yaml $(PACKAGE_DIR)/packaged.yaml $(PACKAGE_DIR)/*.zip
 	AWS_DEFAULT_REGION="$${AWS_DEFAULT_REGION:-$${AWS_REGION:-us-east-1}}" \
 	  $(BIN)/chalice package --stage $(STAGE) --template-format yaml \
 	  --merge-template deploy/resources.yaml $(PACKAGE_DIR)
 	$(BIN)/python deploy/precompile.py $(PACKAGE_DIR)
 	$(CFN_LINT) $(PACKAGE_DIR)/sam.yaml
+
+# The package as a deployment: its stack created on moto's CloudFormation, its handlers run from its
+# own zips with the environment and roles the stack gives them (docs/operations.md, "Rehearsing a
+# deployment"). Needs no AWS account; PARAMETERS as for make deploy.
+rehearse: package
+	$(BIN)/python -m deploy.rehearse --package-dir $(PACKAGE_DIR) $(if $(strip $(PARAMETERS)),--parameters $(PARAMETERS))
 
 # Uploads the zips to S3_BUCKET and creates or updates the stack STACK_NAME with the AWS CLI, e.g.
 #   make deploy S3_BUCKET=my-artifacts PARAMETERS="SecretsId=fullwhere-bridge AlarmEmail=ops@example.com"
