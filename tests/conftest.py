@@ -49,7 +49,7 @@ def fixture_json(name: str) -> Any:
 
 
 # Short budgets and immediate redelivery keep tests fast; the timings and the backoff are tested on their own.
-FAST_RETRIES = {"INLINE_BUDGET_SECONDS": "2", "WORKER_CALL_TIMEOUT_SECONDS": "2", "MAX_ATTEMPTS": "4",
+FAST_RETRIES = {"INLINE_BUDGET_SECONDS": "2", "WORKER_CALL_TIMEOUT_SECONDS": "2",
                 "RETRY_BASE_SECONDS": "0"}
 
 

@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from chalicelib.core.errors import OutcomeUnknown, PermanentError, RetryableError
+from chalicelib.core.errors import Held, OutcomeUnknown, PermanentError, RetryableError
 from chalicelib.domain.fullwhere import CustomerImport, FullwhereClient
 from chalicelib.infra.http import Deadline, reset_http_client
 from sandbox.emulators.base import Fault
@@ -106,9 +106,10 @@ def test_other_4xx_is_permanent_and_carries_fullwhere_text_truncated(client, ful
     assert len(error.value.reason) < 350
 
 
-def test_wrong_credentials_are_permanent(fullwhere):
-    with pytest.raises(PermanentError, match="401"):
+def test_wrong_credentials_are_held_not_the_events_fault(fullwhere):
+    with pytest.raises(Held, match="401") as refused:
         FullwhereClient(fullwhere.url, "test-key", "wrong").import_customer(JANE, deadline())
+    assert refused.value.cause == "credentials_rejected"
 
 
 def test_malformed_2xx_body_still_counts_as_imported(client, fullwhere):
@@ -117,9 +118,10 @@ def test_malformed_2xx_body_still_counts_as_imported(client, fullwhere):
     assert result.status == 200 and result.customer_id is None
 
 
-def test_missing_credentials_fail_before_any_call():
-    with pytest.raises(PermanentError, match="not configured"):
+def test_missing_credentials_are_held_before_any_call():
+    with pytest.raises(Held, match="not configured") as missing:
         FullwhereClient("http://127.0.0.1:9", None, "secret")
+    assert missing.value.cause == "not_configured"
 
 
 def test_spent_budget_raises_before_calling(client, fullwhere):

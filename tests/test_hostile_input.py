@@ -412,6 +412,11 @@ NOT_SECRET = {
     ("chalicelib/connectors/sevenrooms.py", "given[:7].lower() == 'sha256='"),
     ("chalicelib/domain/sources.py", "(self.secret is None) == (self.secret_env is None)"),
     ("chalicelib/infra/tokens.py", "value[0] != token"),
+    # The name of the Secrets Manager secret the settings were read from, not a secret's value.
+    ("chalicelib/infra/settings.py", "secrets_id == state.secrets_id"),
+    # Platform names against the sets of platforms whose webhook secrets are per account or keyed.
+    ("chalicelib/domain/tenants.py", "platform in KEYED_SECRETS"),
+    ("chalicelib/domain/tenants.py", "platform in OWN_WEBHOOK_SECRETS"),
 }
 
 

@@ -1,4 +1,4 @@
-"""The HTTP contract every platform sees: 404, 413, 400 with a reason, 401, health."""
+"""The HTTP contract every platform sees: 404, 413, 400 with a reason, 401, 503, health."""
 
 from __future__ import annotations
 
@@ -6,7 +6,9 @@ import json
 
 import pytest
 
-from tests.conftest import DELIVEROO_SECRET, MEWS_WEBHOOK_TOKEN, UBER_CLIENT_SECRET
+from sandbox.aws import queue_depth
+from tests.conftest import DELIVEROO_SECRET, MEWS_WEBHOOK_TOKEN, UBER_CLIENT_SECRET, fixture_json
+from tests.support.log_leaks import bridge_log_lines
 
 
 def test_unknown_platform_is_404_json(bridge):
@@ -72,11 +74,23 @@ def test_signature_is_checked_before_the_body_is_parsed(bridge):
     assert response.status_code == 401
 
 
-def test_platform_without_a_configured_secret_refuses_everything(bridge):
+def test_platform_without_a_configured_secret_answers_503_misconfigured_and_imports_nothing(bridge, capsys):
+    """Nothing can be verified without the secret: nothing is accepted, and the platform is told to deliver
+    again (503) while the operator, alerted by the ``misconfigured`` line and metric, sets it."""
     bridge.configure(deliveroo_webhook_secret=None)
-    response = bridge.send_deliveroo({"event": "order.new"}, secret="")
-    assert response.status_code == 401
-    assert "not configured" in response.json_body["reason"]
+    capsys.readouterr()
+    response = bridge.send_deliveroo(fixture_json("deliveroo/order_new_loyalty.json"), secret="")
+    assert response.status_code == 503
+    assert response.json_body["error"] == "misconfigured"
+    assert "DELIVEROO_WEBHOOK_SECRET" not in response.body.decode()  # which setting: in the logs only
+    lines = [json.loads(line) for line in bridge_log_lines(capsys.readouterr().out)]
+    [logged] = [line for line in lines if line["outcome"] == "misconfigured" and "level" in line]
+    assert logged["level"] == "ERROR" and logged["status"] == 503
+    assert "DELIVEROO_WEBHOOK_SECRET is not configured" in logged["reason"]
+    assert [line["Events"] for line in lines if line["outcome"] == "misconfigured" and "level" not in line] == [1]
+    assert not any(line["outcome"] in ("verified", "acknowledged") for line in lines)
+    assert bridge.customers() == []
+    assert queue_depth(bridge.endpoint, bridge.retry_url) == 0 and queue_depth(bridge.endpoint, bridge.dlq_url) == 0
 
 
 def test_health_answers_status_and_version_only(bridge):

@@ -177,7 +177,7 @@ def test_a_list_longer_than_one_invocation_is_read_over_several_without_starting
 
     for n in range(250):  # three pages; the late import is the 251st customer, on the third
         bridge.fullwhere.add_customer("test-key", email=f"guest{n}@example.org")
-    bridge.configure(inline_budget_seconds="1", in_doubt_settle_seconds="2", max_attempts="12")
+    bridge.configure(inline_budget_seconds="1", in_doubt_settle_seconds="2")
     bridge.fullwhere.faults.add(Fault("delay", seconds=1.8))
     assert bridge.send_deliveroo(fixture_bytes("deliveroo/order_new_loyalty.json")).status_code == 200
     bridge.fullwhere.latency = 0.5  # a page takes 0.5 s, and each invocation has 1.3 s left

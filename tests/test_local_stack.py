@@ -27,6 +27,7 @@ from chalicelib.connectors import settings_models
 from sandbox.emulators.fullwhere import FullwhereEmulator
 from sandbox.samples import SAMPLES
 from sandbox.stack import FULLWHERE_KEY, FULLWHERE_SECRET, SECRETS
+from tests.support.make import make_command
 
 # One worker for the whole module under `pytest -n 2` (pytest.ini: --dist loadgroup): one stack, not two.
 pytestmark = pytest.mark.xdist_group("local_stack")
@@ -49,11 +50,6 @@ def _clean_environment(**extra: str) -> dict[str, str]:
     return env
 
 
-def _venv_args() -> list[str]:
-    # Use the virtualenv running the tests and never rebuild it from here (-o: consider it up to date).
-    return [] if sys.prefix == sys.base_prefix else [f"VENV={sys.prefix}", "-o", f"{sys.prefix}/.installed"]
-
-
 class RunningStack:
     """``make run`` in its own session (so a signal can reach its whole process group, as Ctrl-C does)."""
 
@@ -67,7 +63,7 @@ class RunningStack:
         self.port = _free_port()
         args = f"--fullwhere-port 0 --aws-port 0 --pull-every {self.pull_every:g}"
         self.process = subprocess.Popen(
-            ["make", "--no-print-directory", *_venv_args(), "run", f"PORT={self.port}", f"ARGS={args}"],
+            make_command("run", f"PORT={self.port}", f"ARGS={args}"),
             cwd=ROOT, env=self.env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
             text=True, start_new_session=True)
         self.lines: list[str] = []
@@ -215,15 +211,22 @@ def test_local_queues_have_the_redrive_policy_of_the_aws_stack(stack):
     from sandbox.aws import client
 
     template = _resources_template()
+    retry_queue = template["Resources"]["RetryQueue"]["Properties"]
     sqs = client("sqs", stack.state["aws"]["endpoint"])
     attributes = sqs.get_queue_attributes(QueueUrl=stack.state["aws"]["retry_queue_url"], AttributeNames=["All"])["Attributes"]
-    expected_visibility = template["Resources"]["RetryQueue"]["Properties"]["VisibilityTimeout"]
-    assert int(attributes["VisibilityTimeout"]) == expected_visibility
+    assert int(attributes["VisibilityTimeout"]) == retry_queue["VisibilityTimeout"]
+    assert int(attributes["MessageRetentionPeriod"]) == retry_queue["MessageRetentionPeriod"]
     redrive = json.loads(attributes["RedrivePolicy"])
-    assert int(redrive["maxReceiveCount"]) == template["Parameters"]["MaxReceiveCount"]["Default"]
-    dead_letter_arn = sqs.get_queue_attributes(QueueUrl=stack.state["aws"]["dead_letter_queue_url"],
-                                               AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+    assert int(redrive["maxReceiveCount"]) == retry_queue["RedrivePolicy"]["maxReceiveCount"]
+    dead_letter = sqs.get_queue_attributes(QueueUrl=stack.state["aws"]["dead_letter_queue_url"],
+                                           AttributeNames=["QueueArn", "MessageRetentionPeriod"])["Attributes"]
+    dead_letter_arn = dead_letter["QueueArn"]
+    assert int(dead_letter["MessageRetentionPeriod"]) == \
+        template["Resources"]["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"]
     assert redrive["deadLetterTargetArn"] == dead_letter_arn
+    # The banner states the same figures.
+    assert (f"(visibility {retry_queue['VisibilityTimeout']} s, retention {retry_queue['MessageRetentionPeriod'] / 86400:g} days, "
+            f"maxReceiveCount {retry_queue['RedrivePolicy']['maxReceiveCount']})") in stack.output
     assert dead_letter_arn.endswith(":" + template["Resources"]["DeadLetterQueue"]["Properties"]["QueueName"])
     assert stack.state["aws"]["retry_queue_url"].endswith("/" + template["Resources"]["RetryQueue"]["Properties"]["QueueName"])
 

@@ -13,6 +13,7 @@ from sandbox import platforms
 from sandbox.emulators.base import Fault
 from sandbox.platforms.meta import MetaGraphEmulator
 from tests.conftest import fixture_bytes, fixture_json
+from tests.support.log_leaks import bridge_log_lines
 
 APP_SECRET = "meta-app-secret-5c1e"
 VERIFY_TOKEN = "meatyhamhock"  # the sample value of Meta's getting-started page
@@ -68,6 +69,12 @@ def add_fixture_leads(graph) -> None:
 
 def by_lead(bridge, api_key: str = "test-key") -> dict[str, dict]:
     return {c["metadata"]["metaLeadId"]: c for c in bridge.customers(api_key)}
+
+
+def logged(capsys, outcome: str) -> list[dict]:
+    """The log lines of one outcome written since the last read (not the metric lines counting them)."""
+    return [line for line in map(json.loads, bridge_log_lines(capsys.readouterr().out))
+            if line["outcome"] == outcome and "level" in line]
 
 
 def sent_bodies(bridge) -> list[dict]:
@@ -222,11 +229,14 @@ def test_forged_missing_or_unprefixed_signature_is_401_and_imports_nothing(meta,
     assert meta.customers() == [] and graph.lead_reads == 0
 
 
-def test_unset_app_secret_refuses_everything(meta, graph):
+def test_unset_app_secret_accepts_nothing_and_answers_503_so_meta_delivers_again(meta, graph, capsys):
     add_fixture_leads(graph)
     meta.configure(meta_app_secret=None)
-    assert send(meta, fixture_bytes("meta/leadgen_webhook.json")).status_code == 401
-    assert meta.customers() == []
+    capsys.readouterr()
+    response = send(meta, fixture_bytes("meta/leadgen_webhook.json"))
+    assert response.status_code == 503 and response.json_body["error"] == "misconfigured"
+    assert [line["reason"] for line in logged(capsys, "misconfigured")] == ["META_APP_SECRET is not configured"]
+    assert meta.customers() == [] and graph.lead_reads == 0 and meta.retry_jobs() == []
 
 
 def test_changes_and_objects_without_a_lead_are_ignored(meta, graph):
@@ -307,12 +317,23 @@ def test_lead_unknown_to_meta_is_dead_lettered_with_graphs_reason(meta, graph):
     assert meta.retry_jobs() == [] and meta.customers() == []
 
 
-def test_revoked_page_token_is_dead_lettered(meta, graph):
+def test_revoked_page_token_is_held_until_a_new_one_is_set(meta, graph, capsys):
+    """Graph answers a revoked token with HTTP 400 and error code 190: the lead waits on the retry queue
+    (credentials_rejected), and is imported once the Page access token is replaced."""
     add_fixture_leads(graph)
     meta.configure(meta_page_access_token="revoked-token")
+    capsys.readouterr()
     assert send(meta, webhook((PAGE_ID, JOE_LEAD))).status_code == 200
-    [letter] = meta.dead_letters()
-    assert '"code": 190' in letter["reason"] and "revoked-token" not in letter["reason"]
+    [held] = logged(capsys, "held")
+    assert held["reason"] == "credentials_rejected" and "error code 190" in held["detail"]
+    [job] = meta.retry_jobs()
+    assert job["event_id"] == JOE_LEAD and "error code 190" in job["last_error"]
+    assert "revoked-token" not in json.dumps(job) and meta.dead_letters() == []
+
+    meta.configure(meta_page_access_token=PAGE_TOKEN)
+    meta.drain()
+    assert list(by_lead(meta)) == [JOE_LEAD]
+    assert meta.retry_jobs() == [] and meta.dead_letters() == []
 
 
 # -- tenants ------------------------------------------------------------------------------------------
@@ -339,23 +360,36 @@ def test_each_page_uses_its_tenant_and_its_own_page_token(meta, graph, tmp_path)
 
     assert list(by_lead(meta, "test-key")) == [JOE_LEAD]
     assert list(by_lead(meta, "tenant-b-key")) == ["401"]
-    [letter] = meta.dead_letters()
-    assert letter["kind"] == "unrouted" and letter["job"]["event"]["account_id"] == "555000555"
+    # The page no tenant lists is held (unrouted), neither imported nor dead-lettered.
+    [job] = meta.retry_jobs()
+    assert job["tenant"] is None and job["event"]["account_id"] == "555000555"
+    assert meta.dead_letters() == []
 
 
-def test_a_listed_page_without_a_token_is_dead_lettered(meta, graph, tmp_path):
+def test_a_listed_page_without_a_token_is_held_until_its_token_is_listed(meta, graph, tmp_path, capsys):
     tenants = tmp_path / "tenants.json"
     tenants.write_text(json.dumps({"tenants": [{"id": "bistro", "fullwhere_api_key": "test-key",
                                                "fullwhere_api_secret": "test-secret",
                                                "platforms": {"meta": {"accounts": {PAGE_ID: {}}}}}]}))
     meta.configure(tenants_file=tenants)  # META_PAGE_ACCESS_TOKEN is for the default tenant only
     add_fixture_leads(graph)
+    capsys.readouterr()
 
     assert send(meta, webhook((PAGE_ID, JOE_LEAD))).status_code == 200
 
-    [letter] = meta.dead_letters()
-    assert letter["kind"] == "permanent" and "no Page access token" in letter["reason"]
-    assert graph.lead_reads == 0
+    [held] = logged(capsys, "held")
+    assert held["reason"] == "not_configured" and "no Page access token" in held["detail"]
+    [job] = meta.retry_jobs()
+    assert job["tenant"] == "bistro" and "no Page access token" in job["last_error"]
+    assert meta.dead_letters() == [] and graph.lead_reads == 0
+
+    listed = {"meta": {"accounts": {PAGE_ID: {"page_access_token": PAGE_TOKEN}}}}
+    tenants.write_text(json.dumps({"tenants": [{"id": "bistro", "fullwhere_api_key": "test-key",
+                                               "fullwhere_api_secret": "test-secret", "platforms": listed}]}))
+    meta.configure()  # the tenants document is read again
+    meta.drain()
+    assert list(by_lead(meta)) == [JOE_LEAD]
+    assert meta.retry_jobs() == [] and meta.dead_letters() == []
 
 
 # -- mapping details ----------------------------------------------------------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
+
 from sandbox.platforms.mews import make_reservation
-from tests.conftest import MEWS_ENTERPRISE, fixture_json
+from tests.conftest import MEWS_ACCESS_TOKEN, MEWS_ENTERPRISE, fixture_json
 
 CUSTOMER_ID = "c2f1d888-232e-49eb-87ac-5f75363af13b"
 
@@ -115,18 +117,25 @@ def test_contactless_guest_is_kept_once_by_the_ledger(bridge):
     assert bridge.fullwhere.import_count == 1
 
 
-def test_unknown_enterprise_is_dead_lettered_as_unrouted(bridge, tmp_path):
+def test_unknown_enterprise_is_held_as_unrouted_until_a_tenant_lists_it(bridge, tmp_path):
+    def listing(enterprise: str, access_token: str) -> str:
+        return json.dumps({"tenants": [{"id": "hotel", "fullwhere_api_key": "test-key",
+                                        "fullwhere_api_secret": "test-secret", "platforms": {
+                                            "mews": {"accounts": {enterprise: {"access_token": access_token}}}}}]})
+
     tenants = tmp_path / "tenants.json"
-    tenants.write_text(
-        '{"tenants": [{"id": "hotel", "fullwhere_api_key": "test-key", "fullwhere_api_secret": "test-secret",'
-        ' "platforms": {"mews": {"accounts": {"another-enterprise": {"access_token": "x"}}}}}]}'
-    )
+    tenants.write_text(listing("another-enterprise", "x"))
     bridge.configure(tenants_file=tenants)
     add_customer(bridge)
 
     assert bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID))).status_code == 200
 
-    assert bridge.customers() == []
-    [letter] = bridge.dead_letters()
-    assert letter["kind"] == "unrouted" and letter["reason"] == "unrouted"
-    assert letter["job"]["event"]["account_id"] == MEWS_ENTERPRISE
+    assert bridge.customers() == [] and bridge.dead_letters() == []
+    [job] = bridge.retry_jobs()
+    assert job["tenant"] is None and job["event"]["account_id"] == MEWS_ENTERPRISE
+
+    tenants.write_text(listing(MEWS_ENTERPRISE, MEWS_ACCESS_TOKEN))
+    bridge.configure()  # the tenants document is read again
+    bridge.drain()
+    assert [customer["mewsId"] for customer in bridge.customers()] == [CUSTOMER_ID]
+    assert bridge.retry_jobs() == [] and bridge.dead_letters() == []

@@ -237,3 +237,91 @@ def test_every_skip_reason_the_code_gives_is_a_known_dimension_value():
              for match in re.finditer(r'Outcome\(\s*"(skipped|ignored)",\s*"([^"]+)"', path.read_text())}
     assert "no_identity" in given  # the scan finds what it must
     assert sorted(reason for reason in given if metrics.reason_dimension("skipped", reason) == metrics.OTHER) == []
+
+
+# -- following one invocation: request_id and cold_start -----------------------------------------
+
+def invocation_fields(lines: list[dict]) -> set[tuple]:
+    return {(line.get("request_id"), line.get("cold_start")) for line in lines}
+
+
+def test_every_line_of_a_webhook_carries_its_request_id_and_a_warm_start_after_the_first(bridge, mews_guest, capsys):
+    assert bridge.send_mews(mews_guest).status_code == 200
+    first = outcome_lines(capsys.readouterr().out)
+    assert bridge.send_mews(mews_guest, token="forged").status_code == 401
+    second = outcome_lines(capsys.readouterr().out)
+
+    assert {line["outcome"] for line in first} >= {"received", "verified", "imported", "acknowledged"}
+    [(first_id, _)] = invocation_fields(first)  # one request id on every line (and one cold_start flag)
+    [(second_id, cold_start)] = invocation_fields(second)
+    assert first_id and second_id and first_id != second_id
+    assert cold_start is False  # a process's second invocation at least
+
+
+def test_the_worker_lines_of_each_record_carry_the_worker_invocation_s_request_id(bridge, mews_guest, capsys):
+    """The records of a batch are handled in threads of their own, which do not inherit context variables."""
+    from chalice.local import LambdaContext
+
+    from app import app
+    from sandbox import aws as local_aws
+
+    bridge.fullwhere.faults.always(Fault("status", status=503))
+    for _ in range(2):
+        assert bridge.send_mews(mews_guest).status_code == 200
+    bridge.fullwhere.faults.reset()
+    webhook_ids = {line["request_id"] for line in outcome_lines(capsys.readouterr().out)}
+    contexts, batches = [], []
+
+    def invoke(event: dict):
+        contexts.append(LambdaContext("retry_worker", memory_size=512, max_runtime_ms=60_000))
+        batches.append(len(event["Records"]))
+        return app.handler_map["retry_worker"](event, contexts[-1])
+
+    assert local_aws.LambdaSqsPoller(bridge.retry_url, invoke, endpoint_url=bridge.endpoint).poll_once() == 2
+    lines = outcome_lines(capsys.readouterr().out)
+    assert batches == [2]  # one batch of two records: two threads
+    record_lines = [line for line in lines if "message_id" in line]
+    assert len({line["message_id"] for line in record_lines}) == 2
+    assert {line["outcome"] for line in record_lines} >= {"imported"}
+    assert invocation_fields(lines) == {(contexts[0].aws_request_id, False)}
+    assert contexts[0].aws_request_id not in webhook_ids
+
+
+def test_the_scheduled_pull_s_lines_carry_its_request_id(bridge, capsys):
+    from chalice.local import LambdaContext
+
+    from app import app
+
+    bridge.configure(oracle_hotel_ids="HOTEL1")  # no OHIP credentials: the pull says so, and what it did
+    context = LambdaContext("oracle_pull", memory_size=512, max_runtime_ms=60_000)
+    event = bridge.client.events.generate_cw_event("aws.events", "Scheduled Event", {}, [], region="eu-west-3")
+    app.handler_map["oracle_pull"](event, context)
+    lines = outcome_lines(capsys.readouterr().out)
+    assert [line["outcome"] for line in lines] == ["failed", "pull_finished"]
+    assert invocation_fields(lines) == {(context.aws_request_id, False)}
+
+
+def test_only_the_first_invocation_of_a_process_is_a_cold_start():
+    """In a process of its own, as a new Lambda container: its first invocation, then two more."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = ("from app import app\nfrom chalice.test import Client\nwith Client(app) as client:\n"
+              "    for _ in range(3):\n        client.http.get('/health')\n")
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60, check=True,
+                            cwd=Path(__file__).parent.parent, env={"PATH": os.environ["PATH"]})
+    lines = [line for line in outcome_lines(result.stdout) if line["outcome"] == "health"]
+    assert [line["cold_start"] for line in lines] == [True, False, False]
+    assert len({line["request_id"] for line in lines}) == 3
+
+
+def test_lines_outside_an_invocation_carry_none_of_its_fields(capsys):
+    with logs.invocation(request_id="12345678-1234-4abc-8def-123456789012", cold_start=True):
+        logs.log("received", platform="meta")
+    logs.log("received", platform="meta")
+    inside, outside = outcome_lines(capsys.readouterr().out)
+    assert (inside["request_id"], inside["cold_start"]) == ("12345678-1234-4abc-8def-123456789012", True)  # not a phone
+    assert "request_id" not in outside and "cold_start" not in outside
+    metrics.flush(io.StringIO())

@@ -302,7 +302,8 @@ def test_each_tenant_hotel_is_pulled_with_its_own_credentials(bridge, opera, tmp
     tenants = tmp_path / "tenants.json"
     tenants.write_text(json.dumps({"tenants": [
         {"id": "hotel-paris", "fullwhere_api_key": "test-key", "fullwhere_api_secret": "test-secret",
-         "platforms": {"oracle": {"accounts": {"PARIS1": {}}}}},
+         "platforms": {"oracle": {"accounts": {"PARIS1": {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
+                                                          "app_key": APP_KEY}}}}},
         {"id": "hotel-lyon", "fullwhere_api_key": "tenant-b-key", "fullwhere_api_secret": "tenant-b-secret",
          "platforms": {"oracle": {"accounts": {"LYON1": {"client_id": OTHER_CLIENT_ID,
                                                          "client_secret": OTHER_CLIENT_SECRET,

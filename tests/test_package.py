@@ -22,6 +22,7 @@ import yaml
 
 from chalicelib.connectors import settings_models
 from chalicelib.core.names import DEAD_LETTER_QUEUE_NAME, RETRY_QUEUE_NAME
+from tests.support.make import environment_without_aws, make_command
 
 # One worker runs this module, so `make package` runs once per test run: it is slow, and two at a time
 # in one project would share chalice's layer cache (.chalice/deployments) while it is being written.
@@ -39,24 +40,14 @@ LAYER_SITE_PACKAGES = "python/lib/python3.11/site-packages"
 
 def _make_env() -> dict[str, str]:
     """No credentials, no profile, no metadata service: packaging must need none of them."""
-    env = {key: value for key, value in os.environ.items() if not key.startswith("AWS_")}
-    env.update(AWS_DEFAULT_REGION="eu-west-3", AWS_EC2_METADATA_DISABLED="true",
-               AWS_CONFIG_FILE=os.devnull, AWS_SHARED_CREDENTIALS_FILE=os.devnull)
-    return env
+    return environment_without_aws(AWS_DEFAULT_REGION="eu-west-3")
 
 
-def _venv_args() -> list[str]:
-    # Use the virtualenv running the tests, and never rebuild it from here (-o: consider it up to date).
-    if sys.prefix == sys.base_prefix:
-        return []
-    return [f"VENV={sys.prefix}", "-o", f"{sys.prefix}/.installed"]
-
-
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def package(tmp_path_factory) -> SimpleNamespace:
     out = tmp_path_factory.mktemp("aws-package") / "package"
     # cfn-lint runs in test_template_passes_cfn_lint instead, once.
-    command = ["make", "--no-print-directory", *_venv_args(), "package", f"PACKAGE_DIR={out}", "CFN_LINT=true"]
+    command = make_command("package", f"PACKAGE_DIR={out}", "CFN_LINT=true")
     result = subprocess.run(command, cwd=ROOT, env=_make_env(), capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, f"make package failed:\n{result.stdout}\n{result.stderr}"
     template = yaml.safe_load((out / "sam.yaml").read_text())
@@ -129,17 +120,30 @@ def test_queues_are_encrypted_and_redrive_to_the_dead_letter_queue(package):
     for queue in (retry, dead_letter):
         assert queue.get("SqsManagedSseEnabled") is True or "KmsMasterKeyId" in queue
     assert dead_letter["MessageRetentionPeriod"] == 14 * 24 * 3600
-    assert retry["MessageRetentionPeriod"] < dead_letter["MessageRetentionPeriod"]
+    assert retry["MessageRetentionPeriod"] == 11 * 24 * 3600  # the arithmetic: tests/test_retry_horizon.py
     assert retry["RedrivePolicy"] == {"deadLetterTargetArn": {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]},
-                                      "maxReceiveCount": {"Ref": "MaxReceiveCount"}}
-    parameter = package.template["Parameters"]["MaxReceiveCount"]
-    assert parameter["Type"] == "Number" and int(parameter["Default"]) == 8
+                                      "maxReceiveCount": 1000}
+    assert "MaxReceiveCount" not in package.template["Parameters"]
 
 
 def test_retry_visibility_is_at_least_six_times_the_worker_timeout(package):
     _, worker = _worker(package)
     assert worker["Properties"]["Timeout"] == WORKER_TIMEOUT
-    assert package.resources["RetryQueue"]["Properties"]["VisibilityTimeout"] >= 6 * WORKER_TIMEOUT
+    visibility = package.resources["RetryQueue"]["Properties"]["VisibilityTimeout"]
+    assert visibility >= 6 * WORKER_TIMEOUT
+    # make package checked it, with the worker's timeout against one attempt, before packaging.
+    assert f"retry worker timeout {WORKER_TIMEOUT} s >= " in package.output
+    assert f"retry queue visibility {visibility} s >= 6 x {WORKER_TIMEOUT} s" in package.output
+
+
+def test_worker_concurrency_and_horizon_are_parameters(package):
+    _, worker = _worker(package)
+    (source,) = [event["Properties"] for event in worker["Properties"]["Events"].values() if event["Type"] == "SQS"]
+    assert source["ScalingConfig"] == {"MaximumConcurrency": {"Ref": "WorkerMaximumConcurrency"}}
+    assert int(_parameter(package, "WorkerMaximumConcurrency")) == 5
+    assert int(_parameter(package, "RetryHorizonHours")) == 168
+    variables = package.template["Globals"]["Function"]["Environment"]["Variables"]
+    assert variables["RETRY_HORIZON_HOURS"] == {"Ref": "RetryHorizonHours"}
 
 
 def test_identity_table_is_on_demand_with_point_in_time_recovery(package):
@@ -163,6 +167,82 @@ def test_dead_letter_depth_alarm_notifies_a_topic(package):
     _, subscription = _single(package.resources, "AWS::SNS::Subscription", Protocol="email")
     assert subscription["Condition"] == "HasAlarmEmail"
     assert subscription["Properties"]["Endpoint"] == {"Ref": "AlarmEmail"}
+
+
+def _alarm(package, name: str) -> dict[str, Any]:
+    alarm = package.resources[name]
+    assert alarm["Type"] == "AWS::CloudWatch::Alarm"
+    properties = alarm["Properties"]
+    topic, _ = _single(package.resources, "AWS::SNS::Topic")
+    assert properties["AlarmActions"] == [{"Ref": topic}] and properties["OKActions"] == [{"Ref": topic}], name
+    assert properties["TreatMissingData"] == "notBreaching", name
+    return properties
+
+
+@pytest.mark.parametrize("outcome, name", [("held", "HeldAlarm"), ("misconfigured", "MisconfiguredAlarm"),
+                                           ("config_refused", "ConfigRefusedAlarm")])
+def test_configuration_failures_alarm_the_first_time(package, outcome, name):
+    """The bridge's own metric (chalicelib/infra/metrics.py): one line with that outcome in 5 minutes fires it."""
+    from chalicelib.infra import metrics
+
+    properties = _alarm(package, name)
+    assert (properties["Namespace"], properties["MetricName"]) == (metrics.NAMESPACE, "Events")
+    assert properties["Dimensions"] == [{"Name": "outcome", "Value": outcome}]
+    assert ["outcome"] in metrics.documents("zelty", outcome, 1, [])[0]["_aws"]["CloudWatchMetrics"][0]["Dimensions"]
+    assert (properties["Statistic"], properties["Period"], properties["EvaluationPeriods"]) == ("Sum", 300, 1)
+    assert (properties["ComparisonOperator"], properties["Threshold"]) == ("GreaterThanThreshold", 0)
+
+
+def test_retry_queue_age_alarm_fires_above_a_parameter_in_minutes(package):
+    properties = _alarm(package, "RetryQueueAgeAlarm")
+    age, minutes = properties["Metrics"]
+    assert age["MetricStat"]["Metric"] == {
+        "Namespace": "AWS/SQS", "MetricName": "ApproximateAgeOfOldestMessage",
+        "Dimensions": [{"Name": "QueueName", "Value": {"Fn::GetAtt": ["RetryQueue", "QueueName"]}}]}
+    assert age["MetricStat"]["Stat"] == "Maximum" and age["ReturnData"] is False
+    assert minutes["Expression"].replace(" ", "") == f"{age['Id']}/60" and minutes["ReturnData"] is True
+    assert properties["Threshold"] == {"Ref": "OldestMessageAlarmMinutes"}
+    assert properties["ComparisonOperator"] == "GreaterThanThreshold"
+    parameter = package.template["Parameters"]["OldestMessageAlarmMinutes"]
+    assert int(parameter["Default"]) == 60
+    # A held event is sent again as a new message at least every RETRY_MAX_SECONDS: never an alarm by itself.
+    from chalicelib.infra.settings import Settings
+
+    longest_backoff = max(getattr(item, "le", 0) for item in Settings.model_fields["retry_max_seconds"].metadata)
+    assert parameter["MinValue"] * 60 > longest_backoff > 0
+
+
+def _dashboard(package) -> tuple[dict[str, Any], set[str]]:
+    """The dashboard's body and the names it substitutes: "${X}" is read as the string "X", a bare ${X} as 0."""
+    _, dashboard = _single(package.resources, "AWS::CloudWatch::Dashboard")
+    body = dashboard["Properties"]["DashboardBody"]["Fn::Sub"]
+    names = set(re.findall(r"\$\{([^}]+)\}", body))
+    readable = re.sub(r"\$\{[^}]+\}", "0", re.sub(r'"\$\{([^}]+)\}"', r'"\1"', body))
+    return json.loads(readable), names
+
+
+def test_dashboard_shows_events_held_queues_dead_letters_and_import_latency(package):
+    body, names = _dashboard(package)
+    known = set(package.resources) | set(package.template["Parameters"])
+    assert all(name.split(".")[0] in known or name.startswith("AWS::") for name in names), names
+    widgets = [widget["properties"] for widget in body["widgets"]]
+    assert {widget.get("region") for widget in widgets if "metrics" in widget} == {"AWS::Region"}
+    metrics = [metric for widget in widgets for metric in widget.get("metrics", [])]
+    expressions = [item["expression"] for metric in metrics for item in metric
+                   if isinstance(item, dict) and "expression" in item]
+    assert "SEARCH('{FullwhereBridge,platform,outcome} MetricName=\"Events\"', 'Sum', 300)" in expressions
+    assert any("{FullwhereBridge,platform,outcome,reason}" in e and 'outcome="held"' in e for e in expressions)
+    plain = [metric[:4] for metric in metrics if isinstance(metric[0], str)]
+    for attribute in ("ApproximateNumberOfMessagesVisible", "ApproximateNumberOfMessagesNotVisible",
+                      "ApproximateAgeOfOldestMessage"):
+        assert ["AWS/SQS", attribute, "QueueName", "RetryQueue.QueueName"] in plain, attribute
+    assert ["AWS/SQS", "ApproximateNumberOfMessagesVisible", "QueueName", "DeadLetterQueue.QueueName"] in plain
+    latency = [metric[-1]["stat"] for metric in metrics
+               if metric[:4] == ["FullwhereBridge", "Latency", "outcome", "imported"]]
+    assert sorted(latency) == ["p50", "p99"]
+    [alarms] = [widget["alarms"] for widget in widgets if "alarms" in widget]
+    assert sorted(alarms) == sorted(f"{name}.Arn" for name in _of_type(package.resources, "AWS::CloudWatch::Alarm"))
+    assert "${Dashboard}" in package.template["Outputs"]["DashboardUrl"]["Value"]["Fn::Sub"]
 
 
 def test_every_function_gets_the_queues_table_and_secret(package):
@@ -200,25 +280,78 @@ def test_iam_is_least_privilege(package):
             assert not any(isinstance(resource, str) and "*" in resource for resource in resources), f"{name}: {statement}"
             assert not any(action.endswith("*") for action in actions), f"{name}: {statement}"
         if any(action.startswith("sqs:") for action in actions):
-            assert all(resource in ({"Fn::GetAtt": ["RetryQueue", "Arn"]}, {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]})
-                       for resource in resources), f"{name}: {statement}"
+            assert all(resource in (RETRY_QUEUE, DEAD_LETTER_QUEUE) for resource in resources), f"{name}: {statement}"
         if any(action.startswith("dynamodb:") for action in actions):
-            assert set(actions) <= {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem"}
-            assert resources == [{"Fn::GetAtt": ["IdentityTable", "Arn"]}]
+            assert set(actions) <= {"dynamodb:GetItem", "dynamodb:PutItem", "dynamodb:UpdateItem",
+                                    "dynamodb:BatchGetItem"}  # the sweeps read cursors and fingerprints in bulk
+            assert resources == [TABLE]
         if "secretsmanager:GetSecretValue" in actions:
             assert "${SecretsId}" in json.dumps(resources)
 
-    # Chalice's own (wildcard) policy is gone from every function's role: each has the bridge's.
-    worker_name, _ = _worker(package)
-    for name, function in _functions(package).items():
-        role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
-        role = package.resources[role_name]["Properties"]
-        assert role["ManagedPolicyArns"] == [{"Ref": "FunctionPolicy"}], f"{role_name}: add it to deploy/resources.yaml"
-        inline = [statement for policy in role.get("Policies", []) for statement in _listed(policy["PolicyDocument"]["Statement"])]
-        consumes = any("sqs:ReceiveMessage" in _listed(statement["Action"]) for statement in inline)
-        assert consumes == (name == worker_name), f"{role_name} may consume the retry queue: {inline}"
-        assert not any("logs" in json.dumps(statement) for statement in inline), f"{role_name}: {inline}"
 
+def _role(package, function: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    role_name = function["Properties"]["Role"]["Fn::GetAtt"][0]
+    return role_name, package.resources[role_name]["Properties"]
+
+
+def _grants(package, role: dict[str, Any]) -> set[tuple[str, str]]:
+    """(action, resource) of every statement of the role: its managed policies' and its own."""
+    documents = [package.resources[arn["Ref"]]["Properties"]["PolicyDocument"] for arn in role.get("ManagedPolicyArns", [])]
+    documents += [policy["PolicyDocument"] for policy in role.get("Policies", [])]
+    grants = set()
+    for document in documents:
+        for statement in _listed(document["Statement"]):
+            assert statement["Effect"] == "Allow" and set(statement) <= {"Sid", "Effect", "Action", "Resource"}, statement
+            grants |= {(action, json.dumps(resource, sort_keys=True)) for action in _listed(statement["Action"])
+                       for resource in _listed(statement["Resource"])}
+    return grants
+
+
+RETRY_QUEUE = {"Fn::GetAtt": ["RetryQueue", "Arn"]}
+DEAD_LETTER_QUEUE = {"Fn::GetAtt": ["DeadLetterQueue", "Arn"]}
+TABLE = {"Fn::GetAtt": ["IdentityTable", "Arn"]}
+
+
+def _on(resource: dict[str, Any], *actions: str) -> set[tuple[str, str]]:
+    return {(action, json.dumps(resource, sort_keys=True)) for action in actions}
+
+
+# What each handler's code reaches (besides its own log group and the settings secrets), role by role. Every
+# function runs the import pipeline: it queues or dead-letters a failure, and claims a guest without email or
+# phone in the ledger (UpdateItem; GetItem when the claim is refused); make rehearse checks each is used.
+PIPELINE = (_on(RETRY_QUEUE, "sqs:SendMessage") | _on(DEAD_LETTER_QUEUE, "sqs:SendMessage")
+            | _on(TABLE, "dynamodb:GetItem", "dynamodb:UpdateItem"))
+GRANTS_BY_HANDLER = {
+    "app.app": PIPELINE | _on(TABLE, "dynamodb:PutItem"),  # what it sent, for the sweeps
+    "app.retry": PIPELINE | _on(TABLE, "dynamodb:PutItem") | _on(
+        RETRY_QUEUE, "sqs:ChangeMessageVisibility",  # its fallback backoff
+        "sqs:ReceiveMessage", "sqs:DeleteMessage", "sqs:GetQueueAttributes"),  # its event source mapping
+    "app.oracle_pull": PIPELINE,  # OPERA Cloud is never swept: no sent record
+    "app.sweeps": PIPELINE | _on(TABLE, "dynamodb:PutItem", "dynamodb:BatchGetItem"),
+}
+
+
+def test_each_role_grants_exactly_what_its_handler_uses(package):
+    """Role by role, not a policy every function shares: what one handler needs is not another's to use."""
+    functions = _functions(package)
+    assert sorted(function["Properties"]["Handler"] for function in functions.values()) == sorted(GRANTS_BY_HANDLER)
+    roles = set()
+    for name, function in functions.items():
+        role_name, role = _role(package, function)
+        roles.add(role_name)
+        grants = _grants(package, role)
+        group = {"Fn::GetAtt": [function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"], "Arn"]}
+        logs = {grant for grant in grants if grant[0].startswith("logs:")}
+        assert logs == _on(group, "logs:CreateLogStream", "logs:PutLogEvents"), f"{role_name}: {logs}"
+        secrets = {grant for grant in grants if grant[0] == "secretsmanager:GetSecretValue"}
+        assert secrets and all("secret:${" in resource for _, resource in secrets), f"{role_name}: {secrets}"
+        rest = grants - logs - secrets
+        expected = GRANTS_BY_HANDLER[function["Properties"]["Handler"]]
+        assert rest == expected, (f"{role_name} ({name}): grants {sorted(rest - expected)} beyond what its handler uses, "
+                                  f"lacks {sorted(expected - rest)}")
+        # Chalice's own (wildcard) policy is gone: every role holds the shared pipeline's and its own.
+        assert role["ManagedPolicyArns"] == [{"Ref": "PipelinePolicy"}], f"{role_name}: add it to deploy/resources.yaml"
+    assert len(roles) == len(functions), "each function has a role of its own"
 
 
 def _parameter(package, name: str, kind: str = "Number") -> Any:
@@ -242,14 +375,16 @@ def test_every_function_logs_to_its_own_group_kept_log_retention_days(package):
 
 
 def test_functions_may_write_only_to_their_log_groups(package):
-    groups = [{"Fn::GetAtt": [name, "Arn"]} for name in _of_type(package.resources, "AWS::Logs::LogGroup")]
+    """Each role writes to its own function's group only: a function cannot fill another's log with lines."""
     logging_statements = [(name, statement) for name, statement in _statements(package)
                           if any(action.startswith("logs:") for action in _listed(statement["Action"]))]
-    assert logging_statements
+    assert len(logging_statements) == len(_functions(package))
+    own_groups = {_role(package, function)[0]: {"Fn::GetAtt": [function["Properties"]["LoggingConfig"]["LogGroup"]["Ref"],
+                                                               "Arn"]}
+                  for function in _functions(package).values()}
     for name, statement in logging_statements:
         assert sorted(_listed(statement["Action"])) == ["logs:CreateLogStream", "logs:PutLogEvents"], name
-        resources = _listed(statement["Resource"])
-        assert sorted(map(json.dumps, resources)) == sorted(map(json.dumps, groups)), f"{name}: {resources}"
+        assert _listed(statement["Resource"]) == [own_groups[name]], f"{name}: {statement['Resource']}"
     assert "/aws/lambda/*" not in json.dumps(package.template)
 
 

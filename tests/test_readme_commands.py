@@ -26,8 +26,15 @@ COVERED = {
     f"{CLI} dlq list": "tests/test_local_stack.py::test_dlq_list_shows_reasons_and_redrive_hands_jobs_back_to_the_worker",
     f"{CLI} dlq redrive --limit 10": "tests/test_local_stack.py::test_dlq_list_shows_reasons_and_redrive_hands_jobs_back_to_the_worker",
     f"{CLI} backfill customers.csv": "tests/test_local_stack.py::test_backfill_through_the_batch_endpoint_with_a_summary",
+    # Tenants: connecting a restaurant, run in this order against the sandbox's APIs.
+    f"{CLI} tenants new-secret --platform zelty": "tests/test_tenants_cli.py::test_onboarding_a_restaurant_as_the_readme_shows",
+    f"{CLI} tenants check --file tenants.json --tenant le-bistrot":
+        "tests/test_tenants_cli.py::test_onboarding_a_restaurant_as_the_readme_shows",
+    f"{CLI} tenants urls --file tenants.json --tenant le-bistrot --base https://<bridge>/":
+        "tests/test_tenants_cli.py::test_onboarding_a_restaurant_as_the_readme_shows",
     # Deploying to AWS.
     "make package": "tests/test_package.py::test_template_passes_cfn_lint",
+    "make rehearse": "tests/test_rehearse.py::test_make_rehearse_creates_the_stack_and_runs_the_packaged_handlers",
     # Needs an AWS account and the AWS CLI: what runs without them is the documented failure.
     'make deploy S3_BUCKET=<bucket> PARAMETERS="SecretsId=fullwhere-bridge AlarmEmail=ops@example.com"':
         "tests/test_package.py::test_deploy_says_what_is_missing_without_the_aws_cli",

@@ -4,6 +4,7 @@ and when neither the import nor the queue works, the platform is told to deliver
 from __future__ import annotations
 
 import json
+from datetime import datetime
 
 from sandbox.emulators.base import Fault
 from tests.conftest import fixture_bytes, fixture_json
@@ -104,7 +105,11 @@ def test_sqs_unreachable_does_not_matter_when_the_import_succeeds(bridge):
     assert len(bridge.customers()) == 1
 
 
-def test_retries_exhausted_are_dead_lettered_with_the_last_error(bridge):
+def test_a_failure_past_the_retry_horizon_is_dead_lettered_as_exhausted_with_the_last_error(bridge):
+    """Retried (not dead-lettered) while the event is younger than RETRY_HORIZON_HOURS, then dead-lettered
+    ``exhausted`` with its last error. The horizon is 1.8 s here, so the worker's retries outlast it."""
+    horizon_hours = 0.0005
+    bridge.configure(retry_horizon_hours=horizon_hours)
     add_customer(bridge)
     bridge.fullwhere.faults.always(Fault("status", status=500))
     bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID)))
@@ -113,9 +118,13 @@ def test_retries_exhausted_are_dead_lettered_with_the_last_error(bridge):
 
     [letter] = bridge.dead_letters()
     assert letter["kind"] == "exhausted"
-    assert letter["reason"].startswith("retries exhausted after 4 attempts")
+    assert "h after it was first seen (RETRY_HORIZON_HOURS)" in letter["reason"]
     assert "500" in letter["reason"]
-    assert bridge.retry_jobs() == []
+    job = letter["job"]
+    assert job["attempt"] >= 2  # retried by the worker before giving up
+    given_up_at = datetime.fromisoformat(letter["dead_lettered_at"]).timestamp()
+    assert given_up_at >= job["first_seen"] + horizon_hours * 3600 - 1  # not before the horizon (whole seconds)
+    assert bridge.retry_jobs() == [] and bridge.customers() == []
 
 
 def test_inline_budget_spent_defers_the_rest_to_the_queue(bridge):
@@ -191,9 +200,10 @@ def test_worker_hands_back_records_it_has_no_time_for(bridge):
     assert len(bridge.customers()) == 1
 
 
-def test_a_batch_is_processed_concurrently_with_exact_partial_failures(bridge):
-    """Ten jobs against a Fullwhere answering in 300 ms finish in far less than ten times that, and only
-    the records that really failed are reported."""
+def test_a_batch_is_processed_concurrently_and_exactly_the_failed_jobs_are_queued_again(bridge):
+    """Ten jobs against a Fullwhere answering in 300 ms finish in far less than ten times that, and exactly
+    the jobs that really failed are queued again, each as a new message (the batch reports no failure: every
+    record is done, imported or replaced)."""
     import time as clock
 
     from chalicelib.handlers.retry_worker import handle_batch
@@ -219,10 +229,14 @@ def test_a_batch_is_processed_concurrently_with_exact_partial_failures(bridge):
     failures = handle_batch(event)["batchItemFailures"]
     elapsed = clock.monotonic() - started
 
-    assert len(failures) == 3 and len(bridge.customers()) == 7
+    assert failures == [] and len(bridge.customers()) == 7
+    sqs.delete_message_batch(QueueUrl=bridge.retry_url, Entries=[  # as Lambda does with a batch's done records
+        {"Id": str(i), "ReceiptHandle": m["ReceiptHandle"]} for i, m in enumerate(messages)])
     imported = {c["mewsId"] for c in bridge.customers()}
-    failed_jobs = {json.loads(m["Body"])["event"]["data"]["customer_id"] for m in messages
-                   if {"itemIdentifier": m["MessageId"]} in failures}
+    requeued = [json.loads(m["Body"]) for m in sqs.receive_message(
+        QueueUrl=bridge.retry_url, MaxNumberOfMessages=10, VisibilityTimeout=0).get("Messages", [])]
+    failed_jobs = {job["event"]["data"]["customer_id"] for job in requeued}
+    assert len(requeued) == 3 and all(job["attempt"] == 2 and "500" in job["last_error"] for job in requeued)
     assert failed_jobs.isdisjoint(imported) and len(failed_jobs | imported) == 10
     assert elapsed < 1.5, f"10 records took {elapsed:.2f}s: not processed concurrently"
 

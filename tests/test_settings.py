@@ -26,11 +26,11 @@ def test_defaults_are_the_documented_ones():
 
 def test_every_setting_is_read_from_its_upper_case_variable():
     values = {"FULLWHERE_API_KEY": "key", "RETRY_QUEUE_URL": "http://q", "INLINE_BUDGET_SECONDS": "1.5",
-              "MAX_ATTEMPTS": "3", "MEWS_API_URL": "https://api.mews-demo.com/", "LOG_LEVEL": "debug",
+              "RETRY_HORIZON_HOURS": "3", "MEWS_API_URL": "https://api.mews-demo.com/", "LOG_LEVEL": "debug",
               "DEFAULT_PHONE_REGION": "gb", "IDENTITY_TABLE": "ledger"}
     settings = load_settings(values)
     assert (settings.fullwhere_api_key, settings.retry_queue_url, settings.inline_budget_seconds) == ("key", "http://q", 1.5)
-    assert (settings.max_attempts, settings.log_level) == (3, "debug")
+    assert (settings.retry_horizon_hours, settings.log_level) == (3.0, "debug")
     assert (settings.default_phone_region, settings.identity_table) == ("GB", "ledger")
     assert load_settings(values, MewsSettings).api_url == "https://api.mews-demo.com"
     documented = {"FULLWHERE_API_URL", "FULLWHERE_API_KEY", "FULLWHERE_API_SECRET", "RETRY_QUEUE_URL",
@@ -96,7 +96,7 @@ def test_secret_document_fills_settings_and_the_environment_wins(bridge):
     assert settings_of(MewsSettings).client_token == "mews-client"
 
 
-def test_settings_are_read_once_per_container(bridge, monkeypatch):
+def test_settings_are_kept_until_the_refresh_interval(bridge, monkeypatch):  # CONFIG_REFRESH_SECONDS, 300 s
     from chalicelib.infra.settings import get_settings
 
     first = get_settings()

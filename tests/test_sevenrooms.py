@@ -17,6 +17,7 @@ from sandbox.platforms.sevenrooms import AUTH_PATH, CLIENTS_PREFIX, SevenRoomsEm
 from tests.conftest import FULLWHERE_KEY, fixture_bytes, fixture_json
 
 WEBHOOK_SECRET = "sevenrooms-hook-secret-5b1e"
+TENANT_WEBHOOK_SECRET = "sevenrooms-hook-secret-5b1e-winterfell"  # a tenant's own (tenants document)
 API_CLIENT_ID, API_CLIENT_SECRET = "sevenrooms-api-client", "sevenrooms-api-secret-c07d"
 SIGNATURE_HEADER = "X-SevenRooms-Signature"
 
@@ -213,13 +214,17 @@ def test_hmac_mode_reads_the_configured_header_and_tolerates_a_sha256_prefix(bri
 
 
 @pytest.mark.parametrize("mode", ["token", "hmac"])
-def test_unconfigured_connector_accepts_nothing(bridge, sevenrooms, mode):
+def test_unconfigured_connector_accepts_nothing_and_asks_for_redelivery(bridge, sevenrooms, mode, capsys):
+    # Nothing is forged, the bridge lacks its secret: 503 keeps the event at SevenRooms until it is set.
     bridge.configure(sevenrooms_auth=mode, sevenrooms_webhook_secret=None)
     add_jon(sevenrooms)
     body = fixture_bytes("sevenrooms/reservation_created.json")
     for response in (send_with_token(bridge, body, token=""), send_signed(bridge, body, secret="")):
-        assert response.status_code == 401
-        assert "SEVENROOMS_WEBHOOK_SECRET is not configured" in response.json_body["reason"]
+        assert response.status_code == 503 and response.json_body["error"] == "misconfigured"
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith("{")]
+    misconfigured = [line for line in lines if line.get("outcome") == "misconfigured" and "level" in line]
+    assert len(misconfigured) == 2
+    assert all("SEVENROOMS_WEBHOOK_SECRET is not configured" in line["reason"] for line in misconfigured)
     assert bridge.customers() == []
     from chalicelib.connectors import get_connector
 
@@ -310,13 +315,18 @@ def test_token_is_cached_and_renewed_once_when_refused(bridge, sevenrooms):
     assert len(bridge.customers()) == 1 and bridge.retry_jobs() == []
 
 
-def test_wrong_api_credentials_are_dead_lettered_with_the_reason(bridge, sevenrooms):
+def test_wrong_api_credentials_are_held_with_the_reason_until_corrected(bridge, sevenrooms):
     bridge.configure(sevenrooms_client_secret="not-the-secret")
     add_jon(sevenrooms)
     assert send_with_token(bridge, reservation()).status_code == 200
-    [letter] = bridge.dead_letters()
-    assert letter["kind"] == "permanent" and "SevenRooms auth endpoint answered 401" in letter["reason"]
-    assert bridge.customers() == []
+    [job] = bridge.retry_jobs()
+    assert "SevenRooms auth endpoint refused the bridge's credentials (401)" in job["last_error"]
+    assert bridge.dead_letters() == [] and bridge.customers() == []
+
+    bridge.configure(sevenrooms_client_secret=API_CLIENT_SECRET)
+    bridge.drain()
+    assert [c["sevenroomsId"] for c in bridge.customers()] == [JON]
+    assert bridge.retry_jobs() == [] and bridge.dead_letters() == []
 
 
 def test_client_unknown_to_sevenrooms_is_dead_lettered(bridge, sevenrooms):
@@ -339,11 +349,18 @@ def test_without_api_credentials_the_webhook_fields_are_imported_as_they_are(bri
     assert sevenrooms.requests == []
 
 
-def test_half_configured_api_credentials_are_a_permanent_failure(bridge, sevenrooms):
+def test_half_configured_api_credentials_are_held_until_completed(bridge, sevenrooms):
     bridge.configure(sevenrooms_client_secret=None)
+    add_jon(sevenrooms)
     assert send_with_token(bridge, reservation()).status_code == 200
-    [letter] = bridge.dead_letters()
-    assert "SEVENROOMS_CLIENT_ID / SEVENROOMS_CLIENT_SECRET" in letter["reason"]
+    [job] = bridge.retry_jobs()
+    assert "SEVENROOMS_CLIENT_ID / SEVENROOMS_CLIENT_SECRET" in job["last_error"]
+    assert bridge.dead_letters() == [] and bridge.customers() == [] and sevenrooms.requests == []
+
+    bridge.configure(sevenrooms_client_secret=API_CLIENT_SECRET)
+    bridge.drain()
+    assert [c["sevenroomsId"] for c in bridge.customers()] == [JON]
+    assert bridge.retry_jobs() == [] and bridge.dead_letters() == []
 
 
 # -- mapping decisions --------------------------------------------------------------------------
@@ -401,34 +418,55 @@ def test_venue_routes_to_its_tenant_with_that_accounts_api_credentials(bridge, s
     tenants.write_text(json.dumps({"tenants": [{
         "id": "winterfell", "fullwhere_api_key": "tenant-b-key", "fullwhere_api_secret": "tenant-b-secret",
         "phone_region": "US",
-        "platforms": {"sevenrooms": {"accounts": {
+        "platforms": {"sevenrooms": {"webhook_secret": TENANT_WEBHOOK_SECRET, "accounts": {
             VENUE: {"client_id": API_CLIENT_ID, "client_secret": API_CLIENT_SECRET},
-            VENUE_GROUP: {}}}}}]}))
+            VENUE_GROUP: {"client_id": API_CLIENT_ID, "client_secret": API_CLIENT_SECRET}}}}}]}))
     # The settings' credentials are wrong: the account's own must be the ones used.
     bridge.configure(tenants_file=tenants, sevenrooms_client_secret="not-the-secret")
     add_jon(sevenrooms)
 
-    assert send_with_token(bridge, reservation()).status_code == 200
+    # The tenant's venues send with the tenant's own token; the deployment's opens none of its venues.
+    assert send_with_token(bridge, reservation()).status_code == 401
+    assert send_with_token(bridge, reservation(), token=TENANT_WEBHOOK_SECRET).status_code == 200
     # A client entity has no venue: it routes by its venue group.
-    assert send_with_token(bridge, fixture_bytes("sevenrooms/client_updated.json")).status_code == 200
+    client_updated = fixture_bytes("sevenrooms/client_updated.json")
+    assert send_with_token(bridge, client_updated, token=TENANT_WEBHOOK_SECRET).status_code == 200
 
     assert bridge.customers(FULLWHERE_KEY) == []
     assert sorted(c["sevenroomsId"] for c in bridge.customers("tenant-b-key")) == sorted([JON, ARYA])
     assert bridge.dead_letters() == []
 
 
-def test_unknown_venue_is_dead_lettered_as_unrouted(bridge, sevenrooms, tmp_path):
+def test_a_tenants_venue_without_its_own_api_client_is_held_not_fetched_with_the_deployments(
+        bridge, sevenrooms, tmp_path):
+    tenants = tmp_path / "tenants.json"
+    tenants.write_text(json.dumps({"tenants": [{
+        "id": "winterfell", "fullwhere_api_key": "tenant-b-key", "fullwhere_api_secret": "tenant-b-secret",
+        "platforms": {"sevenrooms": {"webhook_secret": TENANT_WEBHOOK_SECRET, "accounts": {VENUE: {}}}}}]}))
+    bridge.configure(tenants_file=tenants)  # SEVENROOMS_CLIENT_ID/SECRET are set, and valid
+    add_jon(sevenrooms)
+
+    assert send_with_token(bridge, reservation(), token=TENANT_WEBHOOK_SECRET).status_code == 200
+
+    assert sevenrooms.requests == [] and bridge.customers("tenant-b-key") == []
+    [job] = bridge.retry_jobs()
+    assert "tenants document" in job["last_error"] and "SEVENROOMS_CLIENT_ID" in job["last_error"]
+
+
+def test_unknown_venue_is_not_accepted_since_no_tenants_secret_can_verify_it(bridge, sevenrooms, tmp_path):
     tenants = tmp_path / "tenants.json"
     tenants.write_text(json.dumps({"tenants": [{
         "id": "other", "fullwhere_api_key": "tenant-b-key", "fullwhere_api_secret": "tenant-b-secret",
-        "platforms": {"sevenrooms": {"accounts": {"another-venue": {}}}}}]}))
+        "platforms": {"sevenrooms": {"webhook_secret": TENANT_WEBHOOK_SECRET, "accounts": {"another-venue": {}}}}}]}))
     bridge.configure(tenants_file=tenants)
     add_jon(sevenrooms)
 
-    assert send_with_token(bridge, reservation()).status_code == 200
+    for token in (WEBHOOK_SECRET, TENANT_WEBHOOK_SECRET):
+        response = send_with_token(bridge, reservation(), token=token)
+        # 503: SevenRooms keeps it and delivers it again, until the venue is listed with its secret.
+        assert response.status_code == 503 and response.json_body["error"] == "unknown_account"
 
-    [letter] = bridge.dead_letters()
-    assert letter["kind"] == "unrouted" and letter["job"]["event"]["account_id"] == VENUE
+    assert bridge.dead_letters() == [] and bridge.retry_jobs() == []
     assert sevenrooms.requests == [] and bridge.customers("tenant-b-key") == []
 
 

@@ -79,11 +79,16 @@ def test_malformed_signed_body_is_400(simphony):
     assert response.json_body["error"] == "malformed" and "messageType" in response.json_body["reason"]
 
 
-def test_unconfigured_keys_refuse_everything(bridge):
+def test_unconfigured_keys_accept_nothing_and_answer_503_misconfigured(bridge, capsys):
     bridge.configure(simphony_hmac_keys=None)
     body = fixture_bytes(NOTIFICATION)
+    capsys.readouterr()
     response = send(bridge, body, {"Key-Id": KEY_ID, "Digest": digest(KEY, body)})
-    assert response.status_code == 401 and "not configured" in response.json_body["reason"]
+    assert response.status_code == 503 and response.json_body["error"] == "misconfigured"
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"ts"')]
+    [line] = [line for line in logged if line["outcome"] == "misconfigured"]
+    assert "SIMPHONY_HMAC_KEYS is not configured" in line["reason"]
+    assert not any(line["outcome"] in ("verified", "acknowledged") for line in logged)
 
 
 def test_keys_that_are_not_a_json_object_of_base64_are_503(bridge):

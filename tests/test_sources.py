@@ -115,10 +115,17 @@ def test_como_forged_or_unsigned_is_401(sources, como):
     assert sources.customers() == [] and como.member_calls == 0
 
 
-def test_como_secret_missing_from_the_environment_refuses_everything(sources, monkeypatch):
+def test_como_secret_missing_from_the_environment_accepts_nothing_and_answers_503_misconfigured(sources, monkeypatch,
+                                                                                               capsys):
     monkeypatch.delenv("COMO_WEBHOOK_SECRET")
+    capsys.readouterr()
     response = send_como(sources, fixture_bytes("sources/como_member_event.json"), secret="")
-    assert response.status_code == 401 and "not configured" in response.json_body["reason"]
+    assert response.status_code == 503 and response.json_body["error"] == "misconfigured"
+    logged = [json.loads(line) for line in bridge_log_lines(capsys.readouterr().out)]
+    [line] = [line for line in logged if line["outcome"] == "misconfigured" and "level" in line]
+    assert "the secret of source 'como' is not configured" in line["reason"]
+    assert not any(line["outcome"] in ("verified", "acknowledged") for line in logged)
+    assert sources.customers() == [] and sources.retry_jobs() == []
 
 
 # -- Partouche: URL token, guest in the payload ---------------------------------------------------

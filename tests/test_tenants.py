@@ -65,18 +65,18 @@ def test_mews_access_token_comes_from_the_enterprise_entry(two_tenants):
     assert call.body["AccessToken"] == MEWS_ACCESS_TOKEN
 
 
-def test_event_for_an_account_nobody_owns_is_dead_lettered_unrouted(two_tenants):
+def test_event_for_an_account_nobody_owns_is_held_unrouted_on_the_retry_queue(two_tenants):
     bridge = two_tenants
     payload = fixture_json("deliveroo/order_new_loyalty.json")
     payload["body"]["order"]["location_id"] = "9999"
     assert bridge.send_deliveroo(payload).status_code == 200
-    [letter] = bridge.dead_letters()
-    assert letter["kind"] == "unrouted"
-    assert letter["job"]["event"]["account_id"] == "9999"
+    [job] = bridge.retry_jobs()
+    assert job["tenant"] is None and job["event"]["account_id"] == "9999"
+    assert bridge.dead_letters() == []
     assert bridge.customers("test-key") == [] and bridge.customers("tenant-b-key") == []
 
 
-def test_unrouted_event_with_the_dead_letter_queue_unreachable_is_503(two_tenants):
+def test_unrouted_event_with_the_retry_queue_unreachable_is_503(two_tenants):  # held needs the queue
     bridge = two_tenants
     bridge.configure(aws_endpoint_url_sqs="http://127.0.0.1:9")
     payload = fixture_json("deliveroo/order_new_loyalty.json")
@@ -128,3 +128,80 @@ def test_tenants_document_from_secrets_manager(bridge):
     add_customer(bridge)
     assert bridge.send_mews(webhook(("CustomerAdded", CUSTOMER_ID))).status_code == 200
     assert len(bridge.customers("test-key")) == 1
+
+
+# -- tenants are walls: webhook secrets and credentials (docs/platforms.md, "Webhook secrets") ---------------
+
+def _tenant(platforms: dict) -> dict:
+    return {"tenants": [{"id": "a", "fullwhere_api_key": "k", "fullwhere_api_secret": "s", "platforms": platforms}]}
+
+
+@pytest.mark.parametrize(
+    "platforms, message",
+    [
+        ({"deliveroo": {"webhook_secret": "hook-value-0c2a", "accounts": {"1": {}}}}, "one per integration"),
+        ({"meta": {"webhook_secret": "hook-value-0c2a"}}, "one per integration"),
+        ({"simphony": {"webhook_secret": "hook-value-0c2a"}}, "takes hmac_keys"),
+        ({"zelty": {"hmac_keys": {"kid": "aG9vay12YWx1ZS0wYzJh"}}}, "takes webhook_secret"),
+        ({"simphony": {"hmac_keys": {"kid-1": "hook-value-0c2a!"}}}, "Key-Id 'kid-1' is not Base64"),
+        ({"zelty": {"webhook_secret": ""}}, "webhook_secret"),
+    ],
+)
+def test_a_webhook_secret_only_where_the_platform_takes_one_and_in_its_form(tmp_path, platforms, message):
+    with pytest.raises(SettingsError) as error:
+        load_directory(_settings(tmp_path, _tenant(platforms)))
+    assert message in str(error.value)
+    assert "hook-value-0c2a" not in str(error.value)
+
+
+def test_a_standard_webhooks_sources_tenant_secret_must_be_a_usable_key(tmp_path, monkeypatch):
+    import base64
+
+    from tests.conftest import reset_bridge_state
+
+    good = "whsec_" + base64.b64encode(b"a-zenchef-tenant-key-of-24").decode()
+    sources = tmp_path / "sources.json"
+    sources.write_text(json.dumps({"sources": [
+        {"name": "zenchef", "preset": "zenchef", "auth": {"type": "standard_webhooks", "secret": good}}]}))
+    monkeypatch.setenv("SOURCES_FILE", str(sources))
+    reset_bridge_state()
+    try:
+        directory = load_directory(_settings(tmp_path, _tenant({"zenchef": {"webhook_secret": good}})))
+        assert directory.get("a").own_webhook_secret("zenchef") == good
+        with pytest.raises(SettingsError) as error:  # an empty key: anyone could sign with it
+            load_directory(_settings(tmp_path, _tenant({"zenchef": {"webhook_secret": "whsec_"}})))
+        assert "zenchef webhook_secret" in str(error.value) and "bytes" in str(error.value)
+    finally:
+        reset_bridge_state()
+
+
+def test_a_named_tenant_without_its_own_secret_or_credentials_never_gets_the_deployments(tmp_path):
+    from chalicelib.domain.tenants import credentials_for, default_tenant, lends_settings
+
+    directory = load_directory(_settings(tmp_path, _tenant({"zelty": {"accounts": {"10445": {}}},
+                                                            "thefork": {"accounts": {"r1": {"client_id": "own"}}}})))
+    tenant = directory.get("a")
+    with pytest.raises(SettingsError, match="tenant 'a' has no webhook_secret for zelty"):
+        tenant.own_webhook_secret("zelty")
+    # Its credentials are its account's alone; the default tenant's may fall back to the settings.
+    own = credentials_for(tenant, "thefork", "r1")
+    assert own == {"client_id": "own"} and not lends_settings(own)
+    assert not lends_settings(credentials_for(tenant, "thefork", "unlisted"))
+    assert lends_settings(credentials_for(default_tenant(Settings()), "thefork", "r1"))
+
+
+def test_health_counts_a_per_account_platform_configured_once_each_tenant_listing_it_has_its_own_secret(
+        bridge, tmp_path):
+    from chalicelib.connectors import get_connector
+
+    def configure(zelty_block: dict) -> None:
+        path = tmp_path / "walls.json"
+        path.write_text(json.dumps(_tenant({"zelty": zelty_block, "deliveroo": {"accounts": {"1": {}}}})))
+        bridge.configure(tenants_file=path, zelty_webhook_secret="zelty-deployment-secret-5e1d")
+
+    configure({"accounts": {"10445": {}}})
+    # The deployment's ZELTY_WEBHOOK_SECRET is set, but opens no tenant's restaurant.
+    assert get_connector("zelty").configured() is False
+    assert get_connector("deliveroo").configured() is True  # one secret per integration: the deployment's
+    configure({"webhook_secret": "zelty-tenant-secret-8f0a", "accounts": {"10445": {}}})
+    assert get_connector("zelty").configured() is True

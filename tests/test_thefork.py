@@ -175,12 +175,17 @@ def test_forged_then_missing_token_is_401_and_imports_nothing(bridge, thefork):
     assert bridge.customers() == [] and thefork.requests == []
 
 
-def test_unset_webhook_token_refuses_everything(bridge, thefork):
+def test_unset_webhook_token_accepts_nothing_and_answers_503_misconfigured(bridge, thefork, capsys):
     bridge.configure(thefork_webhook_token=None)
     add_customer(thefork)
-    assert send(bridge, fixture_bytes("thefork/customer_created.json"), token="").status_code == 401
-    assert send(bridge, fixture_bytes("thefork/customer_created.json"), token=WEBHOOK_TOKEN).status_code == 401
-    assert bridge.customers() == []
+    capsys.readouterr()
+    for token in ("", WEBHOOK_TOKEN):
+        response = send(bridge, fixture_bytes("thefork/customer_created.json"), token=token)
+        assert response.status_code == 503 and response.json_body["error"] == "misconfigured"
+    logged = [json.loads(line) for line in capsys.readouterr().out.splitlines() if line.startswith('{"ts"')]
+    assert ["THEFORK_WEBHOOK_TOKEN is not configured" in line["reason"] for line in logged
+            if line["outcome"] == "misconfigured"] == [True, True]
+    assert bridge.customers() == [] and thefork.requests == [] and bridge.retry_jobs() == []
 
 
 def test_tokens_and_guest_data_never_appear_in_logs(bridge, thefork, capsys):
@@ -284,15 +289,20 @@ def test_unknown_reservation_is_dead_lettered(bridge, thefork):
     assert letter["kind"] == "permanent" and "RESERVATION_NOT_FOUND" in letter["reason"]
 
 
-def test_missing_api_credentials_are_dead_lettered(bridge, thefork):
+def test_missing_api_credentials_are_held_until_configured(bridge, thefork):
     bridge.configure(thefork_client_secret=None)
     add_customer(thefork)
 
     assert send(bridge, fixture_bytes("thefork/customer_created.json")).status_code == 200
 
-    [letter] = bridge.dead_letters()
-    assert letter["reason"] == "TheFork client id or secret not configured"
-    assert thefork.requests == []
+    [job] = bridge.retry_jobs()
+    assert job["last_error"] == "TheFork client id or secret not configured"
+    assert bridge.dead_letters() == [] and thefork.requests == []
+
+    bridge.configure(thefork_client_secret=CLIENT_SECRET)
+    bridge.drain()
+    assert [c["theForkId"] for c in bridge.customers()] == [CUSTOMER]
+    assert bridge.retry_jobs() == [] and bridge.dead_letters() == []
 
 
 # -- the token's lifetime --------------------------------------------------------------------------
@@ -409,14 +419,22 @@ def test_restaurant_then_group_route_events_to_their_tenant_with_its_own_api_cli
     assert bridge.dead_letters() == []
 
 
-def test_unlisted_restaurant_is_dead_lettered_as_unrouted(bridge, thefork, tmp_path):
+def test_unlisted_restaurant_is_held_as_unrouted_until_a_tenant_lists_it(bridge, thefork, tmp_path):
     bridge.configure(tenants_file=write_tenants(tmp_path, {GROUP: {}}))
     thefork.add_reservation(fixture_json("thefork/reservation.json"))
     add_customer(thefork)
 
     assert send(bridge, fixture_bytes("thefork/reservation_created.json")).status_code == 200
 
-    assert bridge.customers() == [] and thefork.requests == []
-    [letter] = bridge.dead_letters()
-    assert letter["kind"] == "unrouted"
-    assert letter["job"]["event"]["account_id"] == RESTAURANT  # restaurantUuid wins over groupUuid
+    assert bridge.customers() == [] and thefork.requests == [] and bridge.dead_letters() == []
+    [job] = bridge.retry_jobs()
+    assert job["tenant"] is None
+    assert job["event"]["account_id"] == RESTAURANT  # restaurantUuid wins over groupUuid
+
+    own = {"client_id": TENANT_CLIENT_ID, "client_secret": TENANT_CLIENT_SECRET}
+    write_tenants(tmp_path, {GROUP: {}, RESTAURANT: own})
+    bridge.configure()  # the tenants document is read again
+    bridge.drain()
+    assert [c["theForkId"] for c in bridge.customers()] == [CUSTOMER]
+    assert thefork.token_clients() == [TENANT_CLIENT_ID]
+    assert bridge.retry_jobs() == [] and bridge.dead_letters() == []

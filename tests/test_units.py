@@ -74,12 +74,13 @@ def test_signature_helpers_are_exact_and_refuse_empty_secrets():
 
 def test_backoff_grows_exponentially_with_jitter_and_honours_retry_after():
     settings = load_settings({"RETRY_BASE_SECONDS": "10", "RETRY_MAX_SECONDS": "600"})
-    for attempt, ceiling in [(1, 10), (2, 20), (3, 40), (8, 600), (20, 600)]:
+    for attempt, ceiling in [(1, 10), (2, 20), (3, 40), (8, 600), (20, 600), (5000, 600)]:  # 5000: a week held
         delays = [backoff_seconds(attempt, settings) for _ in range(50)]
         assert all(ceiling / 2 <= d <= ceiling for d in delays)
         assert len(set(delays)) > 1  # jittered
     assert backoff_seconds(1, settings, retry_after=120) == 120
-    assert backoff_seconds(1, settings, retry_after=5000) == 600
+    assert backoff_seconds(8, settings, retry_after=700) == 700  # a 429's wait beyond the cap is honoured...
+    assert backoff_seconds(1, settings, retry_after=5000) == 900  # ...up to the longest delay SQS allows
 
 
 def test_retry_after_parsing():
