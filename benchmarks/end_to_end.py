@@ -208,9 +208,10 @@ def child(via: str) -> int:
                 if call["kind"] == "http":
                     bare.request(call["method"], call["url"], headers=call["headers"],
                                  content=base64.b64decode(call["body"]) or None)
-                else:  # the ledger's call, on a key of its own (its conditions hold there as they did)
-                    key = f"bench#{replays}#" + call["params"]["Key"]["pk"]["S"]
-                    params = {**call["params"], "Key": {"pk": {"S": key}}}
+                else:  # a ledger call or the sent record's put, on a key of its own (its conditions hold there too)
+                    field = "Key" if "Key" in call["params"] else "Item"
+                    key = f"bench#{replays}#" + call["params"][field]["pk"]["S"]
+                    params = {**call["params"], field: {**call["params"][field], "pk": {"S": key}}}
                     getattr(dynamodb, xform_name(call["operation"]))(**params)
             reply = {"elapsed": time.perf_counter() - start, "cpu": time.thread_time() - cpu}
         replies.write(json.dumps(reply) + "\n")
