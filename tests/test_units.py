@@ -5,7 +5,9 @@ from __future__ import annotations
 import pytest
 
 from chalicelib.connectors.deliveroo import split_initial
+from chalicelib.connectors.shared import cursor_pages
 from chalicelib.connectors.ubereats import eater_id
+from chalicelib.core.errors import RetryableError
 from chalicelib.core.normalise import clean_text, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
 from chalicelib.flow.dispatch import backoff_seconds
@@ -105,3 +107,25 @@ def test_ubereats_eater_id_is_only_taken_when_unambiguous():
     assert eater_id({"eaters": [{"id": "a", "first_name": "Larry"}, {"id": "b", "first_name": "Larry"}]}, "Larry") is None
     assert eater_id({"eaters": []}, "Larry") is None
     assert eater_id({}, "Larry") is None
+
+
+def test_cursor_pages_follows_each_page_s_cursor_until_a_page_is_empty_or_gives_none():
+    pages = {None: ([1, 2], "b"), "b": ([3], "c"), "c": ([], "d")}
+    asked: list[str | None] = []
+
+    def read_page(cursor):
+        asked.append(cursor)
+        return pages[cursor]
+
+    assert list(cursor_pages(read_page, "API", 10)) == [[1, 2], [3], []]
+    assert asked == [None, "b", "c"]
+    assert list(cursor_pages(lambda cursor: ([1], None), "API", 10)) == [[1]]
+
+
+def test_cursor_pages_refuses_a_looping_cursor_and_too_many_pages_as_retryable():
+    looping = {None: ([1], "a"), "a": ([2], "b"), "b": ([3], "a")}
+    with pytest.raises(RetryableError, match="API gave the same cursor twice"):
+        list(cursor_pages(lambda cursor: looping[cursor], "API", 10))
+    endless = cursor_pages(lambda cursor: ([1], str(int(cursor or 0) + 1)), "API", 3)
+    with pytest.raises(RetryableError, match="API listed more than 3 pages in one window"):
+        list(endless)

@@ -20,7 +20,7 @@ import httpx
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, SweepWindow, WebhookRequest
 from chalicelib.connectors.payload import load_json
-from chalicelib.connectors.shared import instant, path_segment, present
+from chalicelib.connectors.shared import cursor_pages, instant, path_segment, present
 from chalicelib.core.errors import Held, PermanentError, RetryableError, SettingsError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hmac_digest, standard_webhooks_valid
@@ -266,9 +266,11 @@ class DeclarativeConnector(Connector):
         filters = {spec.since_parameter: _written(window.since, spec.time_format)}
         if spec.until_parameter:
             filters[spec.until_parameter] = _written(window.until, spec.time_format)
-        params: dict[str, str] = filters
-        seen: set[str] = set()
-        for _ in range(SWEEP_MAX_PAGES):
+
+        def read_page(cursor: str | None) -> tuple[list[Any], str | None]:
+            # The cursor is the API's data: it travels as one quoted query value, never read as a template.
+            params = filters if cursor is None else {**(filters if spec.next_page_keeps_filters else {}),
+                                                     spec.next_page_parameter: cursor}
             # Merged into the url's own query (httpx's params= would replace it).
             response = send("GET", str(httpx.URL(url).copy_merge_params(params)), context.deadline, what=what,
                             headers=headers)
@@ -277,19 +279,13 @@ class DeclarativeConnector(Connector):
             items = [found] if isinstance(found, dict) else [] if found is None else found
             if not isinstance(items, list):
                 raise RetryableError(f"{what} answered without a list at {spec.items!r}")
+            return items, _scalar(search(spec.next_page, document)) if spec.next_page else None
+
+        for items in cursor_pages(read_page, what, SWEEP_MAX_PAGES):
             for item in items:
                 event = self._swept_event(spec, item, account_id, window)
                 if event is not None:
                     yield event
-            cursor = _scalar(search(spec.next_page, document)) if spec.next_page else None
-            if not items or not cursor:
-                return
-            if cursor in seen:
-                raise RetryableError(f"{what} gave the same next-page cursor twice")
-            seen.add(cursor)
-            # The cursor is the API's data: it travels as one quoted query value, never read as a template.
-            params = {**(filters if spec.next_page_keeps_filters else {}), spec.next_page_parameter: cursor}
-        raise RetryableError(f"{what} had more than {SWEEP_MAX_PAGES} pages in one window")
 
     def _swept_event(self, spec: Sweep, item: Any, account_id: str, window: SweepWindow) -> Event | None:
         """The event the webhook would carry for a listed ``item``, as :meth:`parse` reads it; None when it is not

@@ -22,7 +22,7 @@ from pydantic import Field, ValidationError, field_validator
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, SweepWindow, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, path_segment, present
+from chalicelib.connectors.shared import answer_object, cursor_pages, path_segment, present
 from chalicelib.core.errors import Held, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name
 from chalicelib.core.signatures import hex_signature_matches
@@ -204,9 +204,10 @@ class DeliverooConnector(Connector, platform="deliveroo", id_field="deliverooId"
         restaurant = entry.get("restaurant_id") or account_id
         url = own.api_url + own.orders_path.replace("{brand_id}", path_segment(brand, "Deliveroo brand id")).replace(
             "{restaurant_id}", path_segment(restaurant, "Deliveroo restaurant id"))
-        params = {"start_date": _iso(window.since, math.floor), "end_date": _iso(window.until, math.ceil)}
-        seen: set[str] = set()
-        for _ in range(SWEEP_MAX_PAGES):
+        first = {"start_date": _iso(window.since, math.floor), "end_date": _iso(window.until, math.ceil)}
+
+        def read_page(cursor: str | None) -> tuple[list[Any], str | None]:
+            params = first if cursor is None else {"cursor": cursor}
             _calls.take((own.api_url, brand, restaurant))
             response = _tokens.authorised(
                 (own.auth_url, client_id),
@@ -219,18 +220,14 @@ class DeliverooConnector(Connector, platform="deliveroo", id_field="deliverooId"
             orders = body.get("orders", [])
             if not isinstance(orders, list):
                 raise RetryableError(f"{WHAT} answered orders that are not a list")
+            cursor = body.get("next")
+            return orders, cursor if isinstance(cursor, str) else None
+
+        for orders in cursor_pages(read_page, WHAT, SWEEP_MAX_PAGES):
             for order in orders:
                 event = _swept_order(order, account_id)
                 if event is not None:
                     yield event
-            cursor = body.get("next")
-            if not orders or not isinstance(cursor, str) or not cursor:
-                return
-            if cursor in seen:
-                raise RetryableError(f"{WHAT} gave the same cursor twice")
-            seen.add(cursor)
-            params = {"cursor": cursor}
-        raise RetryableError(f"{WHAT} listed more than {SWEEP_MAX_PAGES} pages in one window")
 
 
 def _swept_order(order: Any, account_id: str) -> Event | None:

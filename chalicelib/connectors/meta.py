@@ -19,7 +19,7 @@ from pydantic import Field, field_validator
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, SweepWindow, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, path_segment, present
+from chalicelib.connectors.shared import answer_object, cursor_pages, path_segment, present
 from chalicelib.core.errors import Held, RetryableError, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal, hex_signature_matches, hmac_sha256_hex
@@ -312,26 +312,23 @@ class MetaLeadAdsConnector(Connector, platform="meta", id_field="metaId", settin
         params = {**params, "limit": str(SWEEP_PAGE_SIZE)}
         if own.app_secret:
             params["appsecret_proof"] = hmac_sha256_hex(own.app_secret, token.encode())
-        seen: set[str] = set()
-        for _ in range(SWEEP_MAX_PAGES):
-            response = send("GET", f"{own.graph_url}/{path}", context.deadline, what=WHAT, params=params,
+
+        def read_page(after: str | None) -> tuple[list[Any], str | None]:
+            response = send("GET", f"{own.graph_url}/{path}", context.deadline, what=WHAT,
+                            params=params if after is None else {**params, "after": after},
                             headers={"Authorization": f"Bearer {token}"})
             _raise_for_sweep_error(response)
             body = answer_object(response, WHAT)
             items = body.get("data")
             if not isinstance(items, list):
                 raise RetryableError(f"{WHAT} answered a list without data")
-            yield from (item for item in items if isinstance(item, dict))
             paging = body.get("paging") if isinstance(body.get("paging"), dict) else {}
             cursors = paging.get("cursors") if isinstance(paging.get("cursors"), dict) else {}
             after = cursors.get("after")
-            if not items or not paging.get("next") or not isinstance(after, str) or not after:
-                return
-            if after in seen:
-                raise RetryableError(f"{WHAT} gave the same paging cursor twice")
-            seen.add(after)
-            params = {**params, "after": after}
-        raise RetryableError(f"{WHAT} listed more than {SWEEP_MAX_PAGES} pages in one window")
+            return items, after if paging.get("next") and isinstance(after, str) else None
+
+        for items in cursor_pages(read_page, WHAT, SWEEP_MAX_PAGES):
+            yield from (item for item in items if isinstance(item, dict))
 
 
 def _imports_test_leads(context: Context, own: MetaSettings) -> bool:

@@ -20,7 +20,7 @@ from pydantic import Field, field_validator
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, SweepWindow, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, path_segment, present
+from chalicelib.connectors.shared import answer_object, cursor_pages, path_segment, present
 from chalicelib.core.errors import Held, RejectedRequest, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name, language_code, normalise_email, normalise_phone
 from chalicelib.core.signatures import equal
@@ -254,25 +254,23 @@ class SevenRoomsConnector(Connector, platform="sevenrooms", id_field="sevenrooms
         url = f"{own.api_url}{own.reservations_export_path}"
         params = {sweep_by.lower(): account_id, "updated_since": _naive_utc(window.since),
                   "limit": str(EXPORT_PAGE_LIMIT)}
-        seen: set[str] = set()
-        for page in range(EXPORT_MAX_PAGES):
-            data = _export_page(own.api_url, credentials, url, params, context.deadline)
+
+        def read_page(cursor: str | None) -> tuple[list[Any], str | None]:
+            page_params = params if cursor is None else {**params, "cursor": cursor}
+            data = _export_page(own.api_url, credentials, url, page_params, context.deadline)
             # No `results` is an empty export, as public clients read it [S].
             results = data.get("results", [])
             if not isinstance(results, list):
                 raise RetryableError(f"{WHAT} reservations export answered results that are not a list")
+            cursor = data.get("cursor")
+            return results, cursor if isinstance(cursor, str) else None
+
+        pages = cursor_pages(read_page, f"{WHAT} reservations export", EXPORT_MAX_PAGES)
+        for page, results in enumerate(pages):
             for index, reservation in enumerate(results):
                 event = _swept_reservation(reservation, window, f"SevenRooms export page {page} item {index}")
                 if event is not None:
                     yield event
-            cursor = data.get("cursor")
-            if not results or not isinstance(cursor, str) or not cursor:
-                return
-            if cursor in seen:
-                raise RetryableError(f"{WHAT} reservations export gave the same cursor twice")
-            seen.add(cursor)
-            params = {**params, "cursor": cursor}
-        raise RetryableError(f"{WHAT} reservations export had more than {EXPORT_MAX_PAGES} pages in one window")
 
     # -- mapping -----------------------------------------------------------------------------------
     def map(self, guest: dict[str, Any], event: Event, context: Context) -> CustomerImport:

@@ -1,8 +1,9 @@
-"""Helpers several connectors share: reading a platform API's answer, reading a listed item's time, and cleaning
-mapped metadata."""
+"""Helpers several connectors share: reading a platform API's answer, following a list's pages, reading a listed
+item's time, and cleaning mapped metadata."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from typing import Any
 from urllib.parse import quote
@@ -29,6 +30,27 @@ def answer_object(response: httpx.Response, what: str, member: str | None = None
     if not isinstance(value, kind):
         raise RetryableError(f"{what} answered 2xx without {member}")
     return value
+
+
+def cursor_pages(read_page: Callable[[str | None], tuple[list[Any], str | None]], what: str,
+                 max_pages: int) -> Iterator[list[Any]]:
+    """Each page's items of a list an API pages with a cursor: ``read_page(None)`` reads the first page, then
+    ``read_page(cursor)`` the page after, until a page is empty or gives no cursor.
+
+    A cursor given twice (the API looping) or more than ``max_pages`` pages is retryable: the sweep's window is
+    listed again later, its cursor not moved past what was not read.
+    """
+    seen: set[str] = set()
+    cursor: str | None = None
+    for _ in range(max_pages):
+        items, cursor = read_page(cursor)
+        yield items
+        if not items or not cursor:
+            return
+        if cursor in seen:
+            raise RetryableError(f"{what} gave the same cursor twice")
+        seen.add(cursor)
+    raise RetryableError(f"{what} listed more than {max_pages} pages in one window")
 
 
 def present(values: dict[str, Any]) -> dict[str, Any]:

@@ -16,7 +16,7 @@ from pydantic import Field, field_validator
 
 from chalicelib.connectors.base import Connector, Context, Event, ParsedWebhook, SweepWindow, WebhookRequest
 from chalicelib.connectors.payload import PayloadModel, load_json, validate
-from chalicelib.connectors.shared import answer_object, instant, path_segment, present
+from chalicelib.connectors.shared import answer_object, cursor_pages, instant, path_segment, present
 from chalicelib.core.errors import Held, RetryableError, malformed, unauthorized
 from chalicelib.core.normalise import clean_text, display_name
 from chalicelib.core.signatures import hex_signature_matches
@@ -133,25 +133,22 @@ class UberEatsConnector(Connector, platform="ubereats", id_field="ubereatsId",
             "{store_id}", path_segment(store_id, "Uber Eats store id"))
         params = {"start_time": _iso(window.since), "end_time": _iso(window.until),
                   "page_size": str(ORDERS_PAGE_SIZE)}
-        seen: set[str] = set()
-        for _ in range(ORDERS_MAX_PAGES):
-            page = self._authorised_get(settings, url, context, params)
+
+        def read_page(next_page: str | None) -> tuple[list[Any], str | None]:
+            page = self._authorised_get(settings, url, context,
+                                        params if next_page is None else {**params, "next_page_token": next_page})
             orders = page.get("data", page.get("orders", []))
             if not isinstance(orders, list):
                 raise RetryableError(f"{WHAT} orders list answered orders that are not a list")
+            pagination = page.get("pagination_data") if isinstance(page.get("pagination_data"), dict) else page
+            next_page = pagination.get("next_page_token")  # a paging cursor, not a credential
+            return orders, next_page if isinstance(next_page, str) else None
+
+        for orders in cursor_pages(read_page, f"{WHAT} orders list", ORDERS_MAX_PAGES):
             for order in orders:
                 event = _swept_order(order, store_id, window)
                 if event is not None:
                     yield event
-            pagination = page.get("pagination_data") if isinstance(page.get("pagination_data"), dict) else page
-            next_page = pagination.get("next_page_token")  # a paging cursor, not a credential
-            if not orders or not isinstance(next_page, str) or not next_page:
-                return
-            if next_page in seen:
-                raise RetryableError(f"{WHAT} orders list gave the same next_page_token twice")
-            seen.add(next_page)
-            params = {**params, "next_page_token": next_page}
-        raise RetryableError(f"{WHAT} orders list had more than {ORDERS_MAX_PAGES} pages in one window")
 
     def _authorised_get(self, settings: UberEatsSettings, url: str, context: Context,
                         params: dict[str, str] | None = None) -> dict[str, Any]:
